@@ -1,0 +1,39 @@
+# Two entry points, each self-contained on a fresh machine with Python 3.11 and make:
+#   make demo   -- create .venv, install LUMEN, run the main job
+#   make test   -- create .venv, install LUMEN with dev tools, run lint, type checks and tests
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lumen demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check lumen tests
+	$(BIN)/ruff format --check lumen tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m benchmark -s
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

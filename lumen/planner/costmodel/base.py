@@ -1,0 +1,494 @@
+"""The cost-model interface shared by the planner, the simulator and the analysis.
+
+A :class:`Deployment` fixes what one worker is (a model replica on ``tensor_parallel`` GPUs of one
+hardware type, plus its I/O bandwidths). A :class:`CostModel` turns work on that worker into
+seconds: one engine iteration (:class:`BatchShape`), KV restore and transfer, model reload.
+:class:`DeploymentCosts` implements the parts that follow from bandwidths alone, so every cost
+model moves bytes the same way and differs only in how it times an iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from lumen.planner.costmodel.profiles import (
+    HardwareProfile,
+    ModelProfile,
+    get_hardware_profile,
+    get_model_profile,
+)
+
+__all__ = [
+    "BatchShape",
+    "CostModel",
+    "Deployment",
+    "DeploymentCosts",
+    "NoDraftModelError",
+    "ReloadTimeline",
+]
+
+
+class NoDraftModelError(LookupError):
+    """Asked for a draft model's cost on a cost model that was built without one."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """The work of one engine iteration under Sarathi-Serve style mixed batching.
+
+    Attributes:
+        prefill_tokens: new prompt tokens computed this step, summed over prefill chunks.
+        prefill_attention: attended query-key pairs of the prefill chunks,
+            ``sum(chunk * (context_before + (chunk + 1) / 2))`` (causal within a chunk).
+        prefill_seqs: number of prefill chunks. Each is charged one lm_head row although only
+            a prompt's last chunk needs logits (an over-count of ``2 * hidden * vocab`` FLOPs per
+            non-final chunk, well under 1 % of a chunk's cost).
+        decode_seqs: sequences in the decode (or speculative verification) phase.
+        decode_context_tokens: KV tokens already cached for those sequences, summed.
+        decode_query_tokens: positions computed for them, summed: ``decode_seqs`` for plain
+            decoding, ``K + 1`` per sequence verifying ``K`` draft tokens.
+    """
+
+    prefill_tokens: int = 0
+    prefill_attention: int = 0
+    prefill_seqs: int = 0
+    decode_seqs: int = 0
+    decode_context_tokens: int = 0
+    decode_query_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if (
+            min(
+                self.prefill_tokens,
+                self.prefill_attention,
+                self.prefill_seqs,
+                self.decode_seqs,
+                self.decode_context_tokens,
+                self.decode_query_tokens,
+            )
+            < 0
+        ):
+            raise ValueError(f"BatchShape counts must be non-negative: {self}")
+        if (self.prefill_tokens == 0) != (self.prefill_seqs == 0) or (
+            self.prefill_seqs > self.prefill_tokens
+        ):
+            raise ValueError(f"BatchShape needs 1 <= prefill_seqs <= prefill_tokens: {self}")
+        if self.decode_query_tokens < self.decode_seqs or (
+            self.decode_seqs == 0 and (self.decode_query_tokens or self.decode_context_tokens)
+        ):
+            raise ValueError(f"BatchShape needs decode_query_tokens >= decode_seqs: {self}")
+
+    @classmethod
+    def prefill(cls, chunk_tokens: int, context_tokens: int = 0) -> BatchShape:
+        """One prefill chunk of ``chunk_tokens`` new tokens after ``context_tokens`` cached ones."""
+        return cls.build(prefill_chunks=((chunk_tokens, context_tokens),))
+
+    @classmethod
+    def decode(
+        cls, batch_size: int, context_tokens: int, query_tokens_per_seq: int = 1
+    ) -> BatchShape:
+        """A decode step of ``batch_size`` sequences; ``context_tokens`` is the batch total."""
+        if batch_size == 0:
+            return cls()
+        return cls(
+            decode_seqs=batch_size,
+            decode_context_tokens=context_tokens,
+            decode_query_tokens=batch_size * query_tokens_per_seq,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        prefill_chunks: Iterable[tuple[int, int]] = (),
+        decode_contexts: Iterable[int] = (),
+        query_tokens_per_seq: int = 1,
+    ) -> BatchShape:
+        """A mixed batch from per-request parts.
+
+        Args:
+            prefill_chunks: ``(chunk_tokens, context_before)`` per prefill chunk.
+            decode_contexts: cached KV length of each decoding sequence.
+            query_tokens_per_seq: positions per decoding sequence (``K + 1`` when verifying).
+        """
+        tokens = pairs = chunks = 0
+        for chunk, context in prefill_chunks:
+            if chunk < 1 or context < 0:
+                raise ValueError(f"bad prefill chunk (tokens={chunk}, context={context})")
+            tokens += chunk
+            pairs += chunk * context + chunk * (chunk + 1) // 2
+            chunks += 1
+        contexts = list(decode_contexts)
+        if query_tokens_per_seq < 1:
+            raise ValueError(f"query_tokens_per_seq must be >= 1, got {query_tokens_per_seq}")
+        return cls(
+            prefill_tokens=tokens,
+            prefill_attention=pairs,
+            prefill_seqs=chunks,
+            decode_seqs=len(contexts),
+            decode_context_tokens=sum(contexts),
+            decode_query_tokens=len(contexts) * query_tokens_per_seq,
+        )
+
+    def __add__(self, other: BatchShape) -> BatchShape:
+        """Both batches' work in one iteration."""
+        return BatchShape(
+            self.prefill_tokens + other.prefill_tokens,
+            self.prefill_attention + other.prefill_attention,
+            self.prefill_seqs + other.prefill_seqs,
+            self.decode_seqs + other.decode_seqs,
+            self.decode_context_tokens + other.decode_context_tokens,
+            self.decode_query_tokens + other.decode_query_tokens,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """No token is computed (such an iteration costs nothing: it is not run)."""
+        return self.prefill_tokens == 0 and self.decode_query_tokens == 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Token positions pushed through the model."""
+        return self.prefill_tokens + self.decode_query_tokens
+
+    @property
+    def prefill_context_tokens(self) -> float:
+        """Cached tokens the prefill chunks attend to, summed over chunks.
+
+        Recovered from ``prefill_attention``; exact when all chunks have the same length.
+        """
+        if self.prefill_seqs == 0:
+            return 0.0
+        mean_chunk = self.prefill_tokens / self.prefill_seqs
+        per_token = self.prefill_attention / self.prefill_tokens - (mean_chunk + 1.0) / 2.0
+        return max(0.0, per_token * self.prefill_seqs)
+
+    @property
+    def decode_attention(self) -> float:
+        """Attended query-key pairs of the decode part (every query position reads the context)."""
+        if self.decode_seqs == 0:
+            return 0.0
+        return self.decode_context_tokens * self.decode_query_tokens / self.decode_seqs
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadTimeline:
+    """Phases of a full target-model reload after a failure, run one after the other."""
+
+    ssd_to_host_s: float
+    host_to_gpu_s: float
+
+    @property
+    def total_s(self) -> float:
+        """Time from reload start until the worker can serve again."""
+        return self.ssd_to_host_s + self.host_to_gpu_s
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not value > 0):
+        raise ValueError(f"Deployment.{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One worker: a model replica on ``tensor_parallel`` GPUs of one hardware type.
+
+    ``network_bandwidth``, ``ssd_bandwidth`` (per worker) and ``host_to_gpu_bandwidth`` (per GPU,
+    like the hardware field) override the hardware defaults; ``None`` keeps the default.
+    ``activation_reserve_fraction`` of the GPU memory is held back for activations and CUDA graphs
+    (vLLM's profiling run finds about 1-2 GB per GPU at 1k-token chunks; 2 % of 80 GiB is 1.7 GB).
+    """
+
+    model: ModelProfile
+    hardware: HardwareProfile
+    tensor_parallel: int = 1
+    gpu_memory_utilization: float = 0.9
+    network_bandwidth: float | None = None
+    ssd_bandwidth: float | None = None
+    host_to_gpu_bandwidth: float | None = None
+    activation_reserve_fraction: float = 0.02
+
+    def __post_init__(self) -> None:
+        tp = self.tensor_parallel
+        if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
+            raise ValueError(f"Deployment.tensor_parallel must be an int >= 1, got {tp!r}")
+        heads, kv_heads = self.model.num_attention_heads, self.model.num_kv_heads
+        if heads % tp != 0:
+            raise ValueError(
+                f"Deployment.tensor_parallel={tp} must divide {self.model.name}'s "
+                f"{heads} attention heads"
+            )
+        if kv_heads % tp != 0 and tp % kv_heads != 0:
+            raise ValueError(
+                f"Deployment.tensor_parallel={tp} must divide or be a multiple of "
+                f"{self.model.name}'s {kv_heads} KV heads"
+            )
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                "Deployment.gpu_memory_utilization must be in (0, 1], "
+                f"got {self.gpu_memory_utilization!r}"
+            )
+        if not 0.0 <= self.activation_reserve_fraction < self.gpu_memory_utilization:
+            raise ValueError(
+                "Deployment.activation_reserve_fraction must be in [0, gpu_memory_utilization), "
+                f"got {self.activation_reserve_fraction!r}"
+            )
+        _check_positive("network_bandwidth", self.network_bandwidth)
+        _check_positive("ssd_bandwidth", self.ssd_bandwidth)
+        _check_positive("host_to_gpu_bandwidth", self.host_to_gpu_bandwidth)
+        usable_per_gpu = self.hardware.gpu_memory_bytes * self.gpu_memory_utilization
+        weights_per_gpu = self.model.weight_bytes / tp
+        if weights_per_gpu > usable_per_gpu:
+            raise ValueError(
+                f"{self.model.name} does not fit on {tp} x {self.hardware.name}: "
+                f"{weights_per_gpu / 1e9:.1f} GB of weights per GPU > {usable_per_gpu / 1e9:.1f} "
+                f"GB usable (gpu_memory_utilization={self.gpu_memory_utilization}); "
+                "raise tensor_parallel"
+            )
+        if self.kv_cache_bytes < self.worker_kv_bytes_per_token:
+            raise ValueError(
+                f"{self.model.name} on {tp} x {self.hardware.name} leaves no room for the KV "
+                f"cache ({self.kv_cache_bytes / 1e9:.2f} GB after weights and activation "
+                "reserve); raise tensor_parallel or gpu_memory_utilization"
+            )
+
+    @property
+    def effective_network_bandwidth(self) -> float:
+        """Bytes/s a worker sends or receives over the network (KV checkpoints, transfers)."""
+        return (
+            self.hardware.network_bandwidth
+            if self.network_bandwidth is None
+            else self.network_bandwidth
+        )
+
+    @property
+    def effective_ssd_bandwidth(self) -> float:
+        """Bytes/s a worker reads from its SSD (model weights)."""
+        return self.hardware.ssd_bandwidth if self.ssd_bandwidth is None else self.ssd_bandwidth
+
+    @property
+    def effective_host_to_gpu_bandwidth(self) -> float:
+        """Bytes/s between pinned host memory and one GPU."""
+        return (
+            self.hardware.host_to_gpu_bandwidth
+            if self.host_to_gpu_bandwidth is None
+            else self.host_to_gpu_bandwidth
+        )
+
+    @property
+    def worker_host_to_gpu_bandwidth(self) -> float:
+        """Host<->GPU bytes/s of the whole worker.
+
+        Weights and KV pages are sharded by tensor parallelism, so each GPU copies its own shard
+        over its own PCIe link at the same time.
+        """
+        return self.tensor_parallel * self.effective_host_to_gpu_bandwidth
+
+    @property
+    def total_gpu_memory_bytes(self) -> int:
+        """HBM of all GPUs of the worker."""
+        return self.tensor_parallel * self.hardware.gpu_memory_bytes
+
+    @property
+    def activation_reserve_bytes(self) -> float:
+        """HBM held back for activations, across the worker."""
+        return self.activation_reserve_fraction * self.total_gpu_memory_bytes
+
+    @property
+    def kv_cache_bytes(self) -> float:
+        """HBM left for the KV cache: usable memory minus weights and the activation reserve."""
+        usable = self.gpu_memory_utilization * self.total_gpu_memory_bytes
+        return usable - self.model.weight_bytes - self.activation_reserve_bytes
+
+    @property
+    def worker_kv_bytes_per_token(self) -> int:
+        """HBM one cached token takes on the worker: KV heads are replicated when tp > kv_heads."""
+        replication = max(1, self.tensor_parallel // self.model.num_kv_heads)
+        return self.model.kv_bytes_per_token * replication
+
+    @property
+    def gpu_kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache the worker's GPUs hold."""
+        return int(self.kv_cache_bytes // self.worker_kv_bytes_per_token)
+
+    @classmethod
+    def from_names(
+        cls,
+        model: str,
+        hardware: str,
+        tensor_parallel: int = 1,
+        *,
+        gpu_memory_utilization: float = 0.9,
+        network_bandwidth: float | None = None,
+        ssd_bandwidth: float | None = None,
+        host_to_gpu_bandwidth: float | None = None,
+    ) -> Deployment:
+        """A deployment of registered profiles, e.g. ``from_names("Llama-3-70B", "A100-80GB", 4)``.
+
+        Raises:
+            UnknownProfileError: ``model`` or ``hardware`` is not registered.
+        """
+        return cls(
+            get_model_profile(model),
+            get_hardware_profile(hardware),
+            tensor_parallel,
+            gpu_memory_utilization=gpu_memory_utilization,
+            network_bandwidth=network_bandwidth,
+            ssd_bandwidth=ssd_bandwidth,
+            host_to_gpu_bandwidth=host_to_gpu_bandwidth,
+        )
+
+    def with_model(self, model: ModelProfile, tensor_parallel: int | None = None) -> Deployment:
+        """The same hardware and bandwidths serving ``model`` (e.g. a draft model)."""
+        tp = self.tensor_parallel if tensor_parallel is None else tensor_parallel
+        return dataclasses.replace(self, model=model, tensor_parallel=tp)
+
+
+@runtime_checkable
+class CostModel(Protocol):
+    """Seconds for the work of one worker; all times in seconds, all sizes in bytes."""
+
+    @property
+    def deployment(self) -> Deployment:
+        """The worker being modelled."""
+        ...
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes per token of the target model."""
+        ...
+
+    @property
+    def weight_bytes(self) -> int:
+        """Checkpoint bytes of the target model."""
+        ...
+
+    def batch_time(self, shape: BatchShape) -> float:
+        """Duration of one engine iteration doing ``shape``'s work (0 for an empty batch)."""
+        ...
+
+    def prefill_time(self, chunk_tokens: int, context_tokens: int = 0) -> float:
+        """One iteration prefilling ``chunk_tokens`` new tokens after ``context_tokens`` cached."""
+        ...
+
+    def decode_step_time(
+        self, batch_size: int, context_tokens: int, query_tokens_per_seq: int = 1
+    ) -> float:
+        """One decode iteration; ``context_tokens`` is the KV length summed over the batch."""
+        ...
+
+    def kv_restore_time(self, tokens: int) -> float:
+        """Copying ``tokens`` tokens of KV from host memory into the worker's GPUs."""
+        ...
+
+    def kv_transfer_time(self, tokens: int) -> float:
+        """Sending ``tokens`` tokens of KV to another worker over the network."""
+        ...
+
+    def reload_timeline(self) -> ReloadTimeline:
+        """Full target reload: SSD -> host, then host -> GPU."""
+        ...
+
+    def draft_load_time(self) -> float:
+        """Loading the draft model SSD -> host -> GPU; raises NoDraftModelError without one."""
+        ...
+
+    def checkpoint_stream_bytes(self, tokens: int) -> int:
+        """Bytes streamed to a holder to checkpoint ``tokens`` tokens of KV."""
+        ...
+
+    def gpu_kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache the worker's GPUs hold."""
+        ...
+
+    def draft_cost_model(self) -> CostModel | None:
+        """The draft model on the same hardware (for proposal step times), or None."""
+        ...
+
+
+def _check_tokens(tokens: int) -> None:
+    if tokens < 0:
+        raise ValueError(f"token count must be non-negative, got {tokens}")
+
+
+class DeploymentCosts:
+    """The cost-model methods that follow from a deployment's sizes and bandwidths alone.
+
+    Data movement is modelled as pure bandwidth (no per-transfer latency): KV pages move in large
+    streams, and seconds-long reloads dwarf any setup cost.
+    """
+
+    def __init__(self, deployment: Deployment, draft_deployment: Deployment | None) -> None:
+        if draft_deployment is not None and draft_deployment.hardware != deployment.hardware:
+            raise ValueError("the draft model must run on the target's hardware")
+        self._deployment = deployment
+        self._draft_deployment = draft_deployment
+        kv = deployment.model.kv_bytes_per_token
+        self._restore_s_per_token = kv / deployment.worker_host_to_gpu_bandwidth
+        self._transfer_s_per_token = kv / deployment.effective_network_bandwidth
+
+    @property
+    def deployment(self) -> Deployment:
+        """The worker being modelled."""
+        return self._deployment
+
+    @property
+    def draft_deployment(self) -> Deployment | None:
+        """Where the draft model runs during recovery, if there is one."""
+        return self._draft_deployment
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes per token of the target model."""
+        return self._deployment.model.kv_bytes_per_token
+
+    @property
+    def weight_bytes(self) -> int:
+        """Checkpoint bytes of the target model."""
+        return self._deployment.model.weight_bytes
+
+    def kv_restore_time(self, tokens: int) -> float:
+        """Copying ``tokens`` tokens of KV from host memory into the worker's GPUs."""
+        _check_tokens(tokens)
+        return tokens * self._restore_s_per_token
+
+    def kv_transfer_time(self, tokens: int) -> float:
+        """Sending ``tokens`` tokens of KV to another worker over the network."""
+        _check_tokens(tokens)
+        return tokens * self._transfer_s_per_token
+
+    def reload_timeline(self) -> ReloadTimeline:
+        """Full target reload: SSD -> host, then host -> GPU."""
+        return _load_timeline(self._deployment)
+
+    def draft_load_time(self) -> float:
+        """Loading the draft model SSD -> host -> GPU.
+
+        Raises:
+            NoDraftModelError: the cost model was built without a draft model.
+        """
+        if self._draft_deployment is None:
+            raise NoDraftModelError(
+                f"no draft model configured for {self._deployment.model.name}; "
+                "pass draft= when building the cost model"
+            )
+        return _load_timeline(self._draft_deployment).total_s
+
+    def checkpoint_stream_bytes(self, tokens: int) -> int:
+        """Bytes streamed to a holder to checkpoint ``tokens`` tokens of KV."""
+        _check_tokens(tokens)
+        return tokens * self._deployment.model.kv_bytes_per_token
+
+    def gpu_kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache the worker's GPUs hold."""
+        return self._deployment.gpu_kv_capacity_tokens
+
+
+def _load_timeline(deployment: Deployment) -> ReloadTimeline:
+    size = deployment.model.weight_bytes
+    return ReloadTimeline(
+        ssd_to_host_s=size / deployment.effective_ssd_bandwidth,
+        host_to_gpu_s=size / deployment.worker_host_to_gpu_bandwidth,
+    )
