@@ -15,11 +15,11 @@ interpolates measured iteration times and satisfies the same protocol.
 from lumen.planner.costmodel.base import (
     BatchShape,
     CostModel,
-    Deployment,
     DeploymentCosts,
     NoDraftModelError,
     ReloadTimeline,
 )
+from lumen.planner.costmodel.deployment import Deployment
 from lumen.planner.costmodel.profiles import (
     HARDWARE_PROFILES,
     MODEL_PROFILES,

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lumen.planner.costmodel.base import BatchShape, Deployment, DeploymentCosts
+from lumen.planner.costmodel.base import BatchShape, DeploymentCosts
+from lumen.planner.costmodel.deployment import Deployment
 from lumen.planner.costmodel.profiles import ModelProfile, draft_compatible
 
 __all__ = [

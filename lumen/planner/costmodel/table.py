@@ -22,7 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from lumen.planner.costmodel.base import BatchShape, CostModel, Deployment, DeploymentCosts
+from lumen.planner.costmodel.base import BatchShape, CostModel, DeploymentCosts
+from lumen.planner.costmodel.deployment import Deployment
 from lumen.planner.costmodel.profiles import draft_compatible
 
 __all__ = [
