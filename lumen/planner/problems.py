@@ -185,6 +185,12 @@ class RecoveryProblem:
     kv_free_tokens: FloatArray
     kv_tokens: FloatArray
     mode_time_s: FloatArray
+    #: Requests running on each machine (the paper's rule counts waiting + running).
+    running: FloatArray
+    #: Whether each machine is a recovering worker (the target of ``wait`` mode).
+    is_recovering: BoolArray
+    #: Valid checkpointed prefix of each request (the paper rebalances the shortest first).
+    prefix_tokens: FloatArray
     machine_ids: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
     request_ids: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -205,6 +211,9 @@ class RecoveryProblem:
         kv_free_tokens: Any,
         kv_tokens: Any,
         mode_time_s: Any,
+        running: Any = None,
+        is_recovering: Any = None,
+        prefix_tokens: Any = None,
         machine_ids: Any = None,
         request_ids: Any = None,
     ) -> RecoveryProblem:
