@@ -227,6 +227,21 @@ class RecoveryProblem:
             kv_free_tokens=_array("kv_free_tokens", kv_free_tokens, np.float64, (m,)),
             kv_tokens=_array("kv_tokens", kv_tokens, np.float64, (n,)),
             mode_time_s=_array("mode_time_s", mode_time_s, np.float64, (n, m, len(RECOVERY_MODES))),
+            running=_array(
+                "running", np.zeros(m) if running is None else running, np.float64, (m,)
+            ),
+            is_recovering=_array(
+                "is_recovering",
+                np.zeros(m, bool) if is_recovering is None else is_recovering,
+                np.bool_,
+                (m,),
+            ),
+            prefix_tokens=_array(
+                "prefix_tokens",
+                np.zeros(n) if prefix_tokens is None else prefix_tokens,
+                np.float64,
+                (n,),
+            ),
             machine_ids=_array(
                 "machine_ids", np.arange(m) if machine_ids is None else machine_ids, np.int64, (m,)
             ),
@@ -245,6 +260,10 @@ class RecoveryProblem:
         _nonneg("kv_free_tokens", self.kv_free_tokens, allow_inf=True)
         _nonneg("kv_tokens", self.kv_tokens)
         _nonneg("mode_time_s", self.mode_time_s, allow_inf=True)
+        _nonneg("running", self.running)
+        _nonneg("prefix_tokens", self.prefix_tokens)
+        if self.num_requests and np.isfinite(self.mode_time_s[:, ~self.is_recovering, 3]).any():
+            raise ProblemError("mode_time_s: wait mode is only available on recovering machines")
         if len(set(self.machine_ids.tolist())) != self.num_machines:
             raise ProblemError("machine_ids: duplicate ids")
         if len(set(self.request_ids.tolist())) != self.num_requests:
