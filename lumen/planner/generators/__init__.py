@@ -1,0 +1,1 @@
+"""Random instance families of the planner's problems, for tests, benchmarks and reports."""
