@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lumen import __version__
-from lumen.cli import scenario_cmds
+from lumen.cli import planner_cmds, scenario_cmds
 
 app = typer.Typer(
     name="lumen",
@@ -15,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 scenario_cmds.register(app)
+planner_cmds.register(app)
 
 
 def _version(value: bool) -> None:
