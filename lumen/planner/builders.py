@@ -117,6 +117,7 @@ def recovery_problem(
     survivors = [w for w in state.workers if w.id not in failed_set and w.state.serves_target]
     recovering = [state.worker(f) for f in sorted(failed_set)]
     machines = survivors + recovering
+    survivor_ids = {w.id for w in survivors}
     reload = cost.reload_timeline().total_s if reload_s is None else reload_s
     capacity = cost.gpu_kv_capacity_tokens()
     interrupted = [r for r in state.requests.values() if r.home in failed_set]
@@ -126,7 +127,9 @@ def recovery_problem(
         ctx = r.context_tokens
         full = recompute_time(cost, ctx, 0, chunk)
         holder = r.checkpoint_holder
-        holder_alive = holder is not None and holder not in failed_set and r.checkpointed_tokens > 0
+        # A checkpoint survives only on a serving survivor: a worker that failed earlier lost
+        # its host memory with its process, even if it is reloading now.
+        holder_alive = holder in survivor_ids and r.checkpointed_tokens > 0
         restore = transfer = math.inf
         if holder_alive:
             prefix = r.checkpointed_tokens
