@@ -1,6 +1,7 @@
 # Two entry points, each self-contained on a fresh machine with Python 3.11 and make:
 #   make demo   -- create .venv, install LUMEN, run the main job
-#   make test   -- create .venv, install LUMEN with dev tools, run lint, type checks and tests
+#   make test   -- create .venv, install LUMEN with dev tools and the executor extra (CPU torch),
+#                 run lint, type checks and tests
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -14,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,executor]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 demo: $(STAMP)
