@@ -1,0 +1,1 @@
+"""Tests of the executor engine (interface, scheduler, block manager, PyTorch engine)."""
