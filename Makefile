@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/lumen demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check lumen tests
-	$(BIN)/ruff format --check lumen tests
+	$(BIN)/ruff check lumen tests benchmarks
+	$(BIN)/ruff format --check lumen tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,8 +33,11 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+# Benchmarks print their figures; they are kept out of `make test`.
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m benchmark -s
+	$(BIN)/python benchmarks/bench_placement.py
+	$(BIN)/python benchmarks/bench_recovery.py
+	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -38,16 +38,21 @@ def _state(cost: RooflineCostModel) -> ClusterState:
         Request(3, 2, 64, 4, 8, checkpoint_holder=0, checkpointed_tokens=64),
     ]
     loads = {
-        i: WorkerLoad(queue_length=i, waiting_time_s=0.5 * i, gpu_kv_used_tokens=1000,
-                      gpu_kv_capacity_tokens=50_000, host_budget_bytes=10**10)
+        i: WorkerLoad(
+            queue_length=i,
+            waiting_time_s=0.5 * i,
+            gpu_kv_used_tokens=1000,
+            gpu_kv_capacity_tokens=50_000,
+            host_budget_bytes=10**10,
+        )
         for i in range(4)
     }
     return ClusterState.build(workers, reqs, loads, kv_bytes_per_token=kv)
 
 
 def test_recompute_time_sums_chunks(cost: RooflineCostModel) -> None:
-    expected = cost.prefill_time(1024, 0) + cost.prefill_time(1024, 1024) + cost.prefill_time(
-        452, 2048
+    expected = (
+        cost.prefill_time(1024, 0) + cost.prefill_time(1024, 1024) + cost.prefill_time(452, 2048)
     )
     assert recompute_time(cost, 2500) == pytest.approx(expected)
     assert recompute_time(cost, 0) == 0.0

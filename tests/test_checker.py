@@ -107,7 +107,11 @@ def test_recovery_violations() -> None:
     good = RecoveryPlan.from_assignment(p, [0, 0, 1])
     swapped = RecoveryPlan(good.machine, good.mode, ((0,), (1, 2)))
     assert any("disagree" in v for v in check_recovery(p, swapped).violations)
+    missing = RecoveryPlan(good.machine, np.array([1, 2, 2]), good.order)  # no transfer to 0
+    assert any("not available" in v for v in check_recovery(p, missing).violations)
+    # A slower mode is allowed (a checkpointless baseline recomputes) and costs its own time:
+    # machine 0 now runs 4 then 2... in the plan's order (0, 1): C = 4, 6, queued 2 * 6 = 12.
     slow = RecoveryPlan(good.machine, np.array([2, 2, 2]), good.order)
-    assert any("slower" in v for v in check_recovery(p, slow).violations)
+    assert check_recovery(p, slow).objective == pytest.approx(4 + 6 + 12 + 6)
     full = RecoveryPlan.from_assignment(p, [0, 0, 0])  # 12 KV tokens on a machine with 10
     assert any("KV tokens" in v for v in check_recovery(p, full).violations)

@@ -131,6 +131,38 @@ def _describe(problem: Problem) -> str:
     return f"{a} recovering workers x {b} survivors"
 
 
+def compare_methods(
+    loaded: LoadedScenario, problem: str, seed: int = 0, time_limit_s: float = 10.0
+) -> Table:
+    """Every backend on the same posed problem, checked, side by side (used by the demo)."""
+    posed = pose(loaded, problem, seed, "lumen")
+    kind_methods = [m for m in methods(problem) if m != "auto"]
+    results = [(m, solve(posed, m, SolveSettings(time_limit_s=time_limit_s))) for m in kind_methods]
+    best = [r.objective for _, r in results if r.objective is not None]
+    maximize = problem == "pairing"
+    reference = (max(best) if maximize else min(best)) if best else None
+    table = Table(title=f"{problem} on {loaded.scenario.name}: {_describe(posed)}")
+    for col in ("method", "status", "objective", "vs best", "wall time", "checker"):
+        table.add_column(col, justify="right" if col in ("objective", "vs best") else "left")
+    for name, res in results:
+        verdict = "-"
+        if res.plan is not None:
+            feasible, _, _ = check(posed, res.plan)
+            verdict = "feasible" if feasible else "[red]infeasible[/red]"
+        rel = "-"
+        if res.objective is not None and reference:
+            rel = f"{100 * (res.objective - reference) / abs(reference):+.1f} %"
+        table.add_row(
+            name,
+            res.termination.value,
+            _fmt(res.objective, 5),
+            rel,
+            fmt_seconds(res.wall_time_s),
+            verdict,
+        )
+    return table
+
+
 def solve_cmd(
     scenario: str = typer.Argument(..., help="Scenario file or bundled scenario name."),
     problem: str = typer.Option("recovery", "--problem", help="placement, recovery or pairing."),

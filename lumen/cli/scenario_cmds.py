@@ -159,6 +159,12 @@ def demo() -> None:
             str(len(s.failures)),
         )
     out.print(table)
+    # The planner on one paper scenario: every backend on the same failure, side by side.
+    from lumen.cli.planner_cmds import compare_methods
+
+    featured = load_scenario("paper-8w-qwen3-14b")
+    for problem in ("placement", "recovery", "pairing"):
+        out.print(compare_methods(featured, problem, time_limit_s=5.0))
     invalid = sum(1 for _, s, _ in rows if s is None)
     if invalid:
         raise typer.Exit(1)

@@ -159,7 +159,7 @@ BACKENDS: dict[str, dict[str, BackendInfo]] = {
 #: time limit. Sizes beyond it rarely reach a proof in time, so the greedy plan is returned.
 AUTO: dict[str, tuple[str, str, int]] = {
     "placement": ("greedy", "cpsat", 20_000),
-    "recovery": ("greedy", "cpsat", 4_000),
+    "recovery": ("greedy", "cpsat", 500),
     "pairing": ("greedy", "matching", 10**9),
 }
 
@@ -180,12 +180,12 @@ def methods(kind: str) -> list[str]:
 
 
 def instance_size(problem: Problem) -> int:
-    """Decision variables of the exact models: requests x machines (x machines for placement's
-    worst-case terms), the yardstick ``auto`` compares against its budget."""
+    """Assignment variables of the exact models (requests x machines), the yardstick ``auto``
+    compares against its budget."""
     if isinstance(problem, PlacementProblem):
         return problem.num_requests * problem.num_workers
     if isinstance(problem, RecoveryProblem):
-        return problem.num_requests * problem.num_machines * max(1, problem.num_requests)
+        return problem.num_requests * problem.num_machines
     return int(problem.saved_s.size)
 
 

@@ -1,0 +1,526 @@
+"""Recovery heuristics (docs/planner.md, section 2): the paper's rule, the Stop-and-Restart
+baseline and our marginal-cost greedy with local search.
+
+Every backend has the signature ``(problem, settings) -> SolveResult[RecoveryPlan]``; a plan is
+the SPT plan of its assignment with each request in its fastest mode at its machine. Results are
+FEASIBLE with :attr:`Limit.HEURISTIC`; INFEASIBLE when a cheap proof says no plan exists (a
+request with no finite mode, or without room, anywhere); NO_SOLUTION with a message when the rule
+itself gets stuck although a plan may exist.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+
+import numpy as np
+
+from lumen.planner.heuristics.recovery_eval import (
+    AssignmentState,
+    infeasibility_reason,
+    plan_of,
+    processing_times,
+    recovery_objective,
+    standalone_costs,
+)
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
+from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
+
+Result = SolveResult[RecoveryPlan]
+
+#: Local search stops after this many (request x machine) cells of cost matrices in total, so
+#: its time grows at most linearly with the instance (one round at 512 x 1,024).
+LOCAL_SEARCH_CELLS = 1_000_000
+#: Total KV demand over the survivors' capacity above which large instances also try swaps.
+TIGHT_KV = 0.7
+#: Instances with at most this many (request x machine) pairs try several insertion orders.
+MULTI_START_CELLS = 50_000
+#: Iterated-local-search rounds under tight KV (up to 1,024 pairs; fewer above).
+ILS_ROUNDS = 24
+
+
+def _result(
+    method: str,
+    problem: RecoveryProblem,
+    machine: IntArray | None,
+    start: float,
+    p: FloatArray,
+    message: str = "",
+) -> Result:
+    if machine is None:
+        return SolveResult(
+            method,
+            Termination.NO_SOLUTION,
+            Limit.HEURISTIC,
+            wall_time_s=time.perf_counter() - start,
+            message=message,
+        )
+    plan = plan_of(problem, machine, p)
+    return SolveResult(
+        method,
+        Termination.FEASIBLE,
+        Limit.HEURISTIC,
+        objective=recovery_objective(problem, machine, p),
+        wall_time_s=time.perf_counter() - start,
+        plan=plan,
+        message=message,
+    )
+
+
+def _infeasible(method: str, reason: str, start: float) -> Result:
+    return SolveResult(
+        method, Termination.INFEASIBLE, wall_time_s=time.perf_counter() - start, message=reason
+    )
+
+
+def _least_loaded(load: FloatArray, ok: np.ndarray) -> int:
+    """The index of the smallest load among ``ok`` machines (ties: lowest index), -1 if none."""
+    if not ok.any():
+        return -1
+    return int(np.argmin(np.where(ok, load, np.inf)))
+
+
+# --------------------------------------------------------------------------- the paper's rule
+
+
+def solve_lumen(problem: RecoveryProblem, settings: SolveSettings) -> Result:
+    """The paper's locality-aware recovery rule (DESIGN.md section 2 (2)).
+
+    1. In index order, each request goes to its holder (the machine where ``restore`` is finite);
+       if the holder is dead (no finite restore) it goes to the least-loaded survivor
+       (non-recovering machine) with full recompute. Load = queued + running + newly assigned
+       requests, counted.
+    2. While the most loaded holder (among holders that still have a request placed there in
+       step 1 and not yet moved) is above the mean load of the survivors, move its request with
+       the shortest checkpointed prefix (``prefix_tokens``, ties by index) to the least-loaded
+       survivor and recount. A request moves at most once, so the loop ends.
+
+    The plan takes each request's fastest mode at its machine (after a move: recompute, or
+    transfer when faster). Wait mode is never used on purpose; a recovering machine is only used
+    when it holds a live checkpoint itself. Deviation needed for feasibility: machines without
+    KV room for a request are skipped in both steps (a holder without room sends the request to
+    the least-loaded survivor with room; a request that fits nowhere else is not moved).
+    """
+    start = time.perf_counter()
+    method = "lumen"
+    p = processing_times(problem)
+    reason = infeasibility_reason(problem, p)
+    if reason:
+        return _infeasible(method, reason, start)
+    n = problem.num_requests
+    restore = problem.mode_time_s[:, :, 0]
+    has_holder = np.isfinite(restore).any(axis=1) if n else np.zeros(0, bool)
+    holder = np.where(has_holder, np.argmax(np.isfinite(restore), axis=1), -1)
+    survivor = ~problem.is_recovering
+    kv = problem.kv_tokens
+    room = problem.kv_free_tokens.astype(float).copy()
+    load = (problem.queued + problem.running).astype(float)
+    machine = np.full(n, -1, np.int64)
+    movable = np.zeros(n, bool)
+    for i in range(n):
+        h = int(holder[i])
+        if h >= 0 and room[h] >= kv[i]:
+            j, movable[i] = h, True
+        else:
+            j = _least_loaded(load, survivor & np.isfinite(p[i]) & (room >= kv[i]))
+            if j < 0:
+                return _result(
+                    method, problem, None, start, p, f"request {i}: no survivor has room for it"
+                )
+        machine[i] = j
+        load[j] += 1
+        room[j] -= kv[i]
+
+    mean = float(load[survivor].mean()) if survivor.any() else 0.0
+    # Candidates per holder, shortest prefix first: the rule pops them in this order.
+    queue: dict[int, list[int]] = {}
+    for i in sorted(np.flatnonzero(movable).tolist(), key=lambda i: (problem.prefix_tokens[i], i)):
+        queue.setdefault(int(machine[i]), []).append(i)
+    # Most loaded holder first (ties: lowest index); stale heap entries are skipped.
+    heap = [(-load[h], h) for h in queue]
+    heapq.heapify(heap)
+    while heap:
+        neg, h = heapq.heappop(heap)
+        if h not in queue or -neg != load[h]:
+            continue
+        if load[h] <= mean:
+            break
+        i = queue[h].pop(0)
+        ok = survivor & np.isfinite(p[i]) & (room >= kv[i])
+        ok[h] = False
+        j = _least_loaded(load, ok)
+        if j >= 0:
+            machine[i] = j
+            load[h] -= 1
+            load[j] += 1
+            room[h] += kv[i]
+            room[j] -= kv[i]
+            if j in queue:
+                heapq.heappush(heap, (-load[j], j))
+        # else: nowhere to go, the request stays on its holder
+        if queue[h]:
+            heapq.heappush(heap, (-load[h], h))
+        else:
+            del queue[h]
+    return _result(method, problem, machine, start, p)
+
+
+# --------------------------------------------------------------------------- Stop-and-Restart
+
+
+def without_checkpoints(problem: RecoveryProblem) -> RecoveryProblem:
+    """A copy of ``problem`` without checkpoints: restore and transfer modes set to inf and no
+    valid prefixes. This is the problem a checkpointless baseline solves."""
+    modes = np.array(problem.mode_time_s, copy=True)
+    modes[:, :, 0:2] = np.inf
+    return RecoveryProblem.build(
+        ready_s=problem.ready_s,
+        queued=problem.queued,
+        kv_free_tokens=problem.kv_free_tokens,
+        kv_tokens=problem.kv_tokens,
+        mode_time_s=modes,
+        running=problem.running,
+        is_recovering=problem.is_recovering,
+        prefix_tokens=np.zeros(problem.num_requests),
+        machine_ids=problem.machine_ids,
+        request_ids=problem.request_ids,
+    )
+
+
+def solve_stop_and_restart(problem: RecoveryProblem, settings: SolveSettings) -> Result:
+    """Stop-and-Restart baseline (vLLM/TGI/Triton default): in index order, each request goes
+    to the least-loaded survivor (load = queued + running + assigned, counted; ties by index)
+    with KV room, where it is recomputed from scratch.
+
+    A checkpointless baseline never restores: the plan is built on
+    :func:`without_checkpoints` ``(problem)``, so every request is in recompute mode, which the
+    original problem also allows at the same time (docs/planner.md), so the plan checks against
+    either problem with the same objective. INFEASIBLE when the original problem has no plan;
+    NO_SOLUTION when only checkpoints made one possible.
+    """
+    start = time.perf_counter()
+    method = "stop-and-restart"
+    reason = infeasibility_reason(problem, processing_times(problem))
+    if reason:
+        return _infeasible(method, reason, start)
+    bare = without_checkpoints(problem)
+    p = processing_times(bare)
+    n = problem.num_requests
+    survivor = ~bare.is_recovering
+    kv = bare.kv_tokens
+    room = bare.kv_free_tokens.astype(float).copy()
+    load = (bare.queued + bare.running).astype(float)
+    machine = np.full(n, -1, np.int64)
+    for i in range(n):
+        j = _least_loaded(load, survivor & np.isfinite(p[i]) & (room >= kv[i]))
+        if j < 0:
+            return _result(
+                method, bare, None, start, p, f"request {i}: no survivor can recompute it"
+            )
+        machine[i] = j
+        load[j] += 1
+        room[j] -= kv[i]
+    return _result(method, bare, machine, start, p, "")
+
+
+# --------------------------------------------------------------------------- our greedy
+
+
+def greedy_assignment(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    order: IntArray,
+    alone: FloatArray | None = None,
+    start: IntArray | None = None,
+) -> IntArray | None:
+    """Insert requests in ``order``, each on the machine with the least exact increase of ``J``
+    (see :func:`recovery_eval.insertion_cost`) among those with KV room; None if one has none.
+    ``start`` (-1: unassigned) keeps its assigned requests where they are.
+
+    Vectorized over machines; the assigned requests are kept in flat arrays so that the shared
+    term ``sum_k min(p_kj, x_j)`` is one gather and one ``bincount`` per request.
+    """
+    n, m = problem.num_requests, problem.num_machines
+    if alone is None:
+        alone = standalone_costs(problem, p)
+    kv = problem.kv_tokens
+    machine = np.full(n, -1, np.int64) if start is None else start.copy()
+    placed = np.flatnonzero(machine >= 0)
+    room = problem.kv_free_tokens - np.bincount(machine[placed], kv[placed], minlength=m)
+    done_m = np.empty(n, np.int64)  # machines of the assigned requests, in insertion order
+    done_t = np.empty(n)  # their processing times there
+    c = len(placed)
+    done_m[:c] = machine[placed]
+    done_t[:c] = p[placed, machine[placed]]
+    for i in order.tolist():
+        if machine[i] >= 0:
+            continue
+        row = p[i]
+        if c:
+            mk = done_m[:c]
+            cost = alone[i] + np.bincount(mk, np.minimum(done_t[:c], row[mk]), minlength=m)
+        else:
+            cost = alone[i].copy()
+        j = int(np.argmin(cost))
+        if room[j] < kv[i]:  # mask full machines only when the cheapest one is full
+            cost[room < kv[i]] = np.inf
+            j = int(np.argmin(cost))
+        if not np.isfinite(cost[j]):
+            return None
+        machine[i] = j
+        room[j] -= kv[i]
+        done_m[c] = j
+        done_t[c] = row[j]
+        c += 1
+    return machine
+
+
+def ruin_and_recreate(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    machine: IntArray,
+    orders: list[IntArray],
+    rng: np.random.Generator,
+    alone: FloatArray,
+) -> IntArray | None:
+    """A kick for iterated local search: take every request off two random machines and a
+    tenth of the others, and insert them again in one of the start ``orders``."""
+    n, m = problem.num_requests, problem.num_machines
+    out = machine.copy()
+    emptied = rng.choice(m, size=min(2, m), replace=False)
+    out[np.isin(out, emptied) | (rng.random(n) < 0.1)] = -1
+    return greedy_assignment(problem, p, orders[int(rng.integers(len(orders)))], alone, out)
+
+
+def regret(alone: FloatArray) -> FloatArray:
+    """Second-cheapest minus cheapest standalone cost of each request (inf: one place only)."""
+    n = alone.shape[0]
+    if n == 0 or alone.shape[1] < 2:
+        return np.full(n, np.inf)
+    rows = np.arange(n)
+    first = np.argmin(alone, axis=1)
+    best = alone[rows, first]
+    alone[rows, first] = np.inf  # in place and restored: a copy costs more at 512 x 1,024
+    second = alone.min(axis=1)
+    alone[rows, first] = best
+    out: FloatArray = np.where(np.isfinite(second), second - best, np.inf)
+    return out
+
+
+def start_orders(
+    problem: RecoveryProblem, p: FloatArray, alone: FloatArray, many: bool
+) -> list[IntArray]:
+    """Insertion orders for the greedy. Decreasing regret first: requests with one clearly best
+    place claim it before others crowd it (on 512 x 1,024 it beats SPT order by 2-5 % after one
+    local-search round). With ``many`` also shortest best time first (SPT list scheduling),
+    longest first, largest KV first and regret per KV token (the last two pack tight KV): each
+    wins on some instances."""
+    n = problem.num_requests
+    idx = np.arange(n)
+    loss = regret(alone)
+    orders = [np.lexsort((idx, -loss))]
+    if many and n:
+        best = p.min(axis=1)
+        orders += [
+            np.lexsort((idx, best)),
+            np.lexsort((idx, -best)),
+            np.lexsort((idx, -problem.kv_tokens)),
+            np.lexsort((idx, -loss / np.maximum(problem.kv_tokens, 1e-9))),
+        ]
+    return orders
+
+
+def local_search(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    machine: IntArray,
+    max_cells: int = LOCAL_SEARCH_CELLS,
+    swaps: bool = True,
+    recheck: bool = True,
+    alone: FloatArray | None = None,
+) -> IntArray:
+    """Improve a feasible assignment by moves (a request to another machine), swaps (two
+    requests trade machines) and ejections (a request moves to a machine without room after one
+    of that machine's requests moves elsewhere), all with exact gains.
+
+    Each round computes every move and swap gain for the round's start (the insertion cost of
+    :func:`recovery_eval.insertion_cost` for all pairs: on the occupied machines by grouping,
+    on an empty machine its standalone ``a_j + p_ij (1 + q_j)``), then applies the improving
+    ones best first; one that touches a machine changed earlier in the round is re-evaluated
+    exactly first (``recheck``; else it waits for the next round, which is faster on large
+    instances where many candidates collide on the same few machines). When nothing improves,
+    one improving ejection is searched among the moves that KV blocked. Stops when none is
+    found or after ``max_cells`` matrix cells (at least one round).
+    """
+    n, m = problem.num_requests, problem.num_machines
+    if n < 2 or m < 2:
+        return machine
+    state = AssignmentState(problem, p, machine)
+    kv, cap = problem.kv_tokens, problem.kv_free_tokens
+    rows = np.arange(n)
+    if alone is None:
+        alone = standalone_costs(problem, p)
+    spent = 0
+    while True:
+        mach, used = state.machine, state.used
+        occ = np.unique(mach)
+        k = len(occ)
+        cells = n * (k + (2 * n if swaps else n)) + (n * m if k < m else 0)
+        if spent and spent + cells > max_cells:
+            break
+        spent += cells
+        col = np.full(m, -1, np.int64)
+        col[occ] = np.arange(k)
+        c = col[mach]
+        t = p[rows, mach]
+        # pair[l, i] = min(t_i, p[l, machine[i]]): what i shares with l on i's machine.
+        pair = np.minimum(t[None, :], p[:, mach])
+        by_col = np.argsort(c, kind="stable")
+        starts = np.searchsorted(c[by_col], np.arange(k))
+        cost = alone[:, occ] + np.add.reduceat(pair[:, by_col], starts, axis=1)
+        cost[rows, c] -= t  # a request does not share its machine with itself
+        gain_out = cost[rows, c]  # what leaving its machine saves
+        eps = 1e-9 * max(1.0, float(gain_out.sum()))
+        move = cost - gain_out[:, None]
+        move[rows, c] = np.inf
+        blocked = np.where(used[occ][None, :] + kv[:, None] > cap[occ][None, :], move, np.inf)
+        move[np.isfinite(blocked)] = np.inf
+        best_c = np.argmin(move, axis=1)
+        best_move = move[rows, best_c]
+        best_j = occ[best_c]
+        if k < m:  # the best empty machine, if better
+            empty = np.where((col >= 0)[None, :], np.inf, alone)
+            e_j = np.argmin(empty, axis=1)
+            e_move = empty[rows, e_j] - gain_out
+            better = e_move < best_move
+            best_move = np.where(better, e_move, best_move)
+            best_j = np.where(better, e_j, best_j)
+        cand: list[tuple[float, list[tuple[int, int]]]] = [
+            (float(best_move[i]), [(i, int(best_j[i]))])
+            for i in np.flatnonzero(best_move < -eps).tolist()
+        ]
+        if swaps:
+            half = cost[:, c] - pair - gain_out[None, :]  # [l, i]: l replaces i on i's machine
+            swap = half + half.T
+            fits = kv[:, None] <= ((cap - used)[mach] + kv)[None, :]
+            swap[~(fits & fits.T) | (c[:, None] == c[None, :])] = np.inf
+            sw_i, sw_l = np.nonzero(np.triu(swap < -eps, 1))
+            if len(sw_i) > 2 * n:  # the best ones; the rest rarely survive the round
+                keep = np.argpartition(swap[sw_i, sw_l], 2 * n)[: 2 * n]
+                sw_i, sw_l = sw_i[keep], sw_l[keep]
+            cand += [
+                (float(swap[i, o]), [(i, int(mach[o])), (o, int(mach[i]))])
+                for i, o in zip(sw_i.tolist(), sw_l.tolist(), strict=True)
+            ]
+        cand.sort(key=lambda g: g[0])
+        busy = np.zeros(m, bool)
+        applied = 0
+        for _, moves in cand:
+            touched = [int(mach[i]) for i, _ in moves] + [b for _, b in moves]
+            collides = bool(busy[touched].any())
+            if collides and not (recheck and state.fits(moves) and state.change(moves) < -eps):
+                continue
+            busy[touched] = True
+            state.apply(moves)
+            applied += 1
+        if not applied and not _eject(state, cost, occ, alone, blocked, eps):
+            break
+    return state.machine
+
+
+def _eject(
+    state: AssignmentState,
+    cost: FloatArray,
+    occ: IntArray,
+    alone_fit: FloatArray,
+    blocked: FloatArray,
+    eps: float,
+    tries: int = 64,
+) -> bool:
+    """Apply the first improving ejection among the best KV-blocked moves: request i moves to b
+    after some l on b (whose leaving makes room) moves to one of its three best other machines.
+    ``cost``/``blocked`` are the round's matrices over the occupied machines ``occ``."""
+    rows = np.flatnonzero(np.isfinite(blocked).any(axis=1))
+    if len(rows) == 0:
+        return False
+    best = np.argmin(blocked[rows], axis=1)
+    gains = blocked[rows, best]
+    kv, cap = state.problem.kv_tokens, state.problem.kv_free_tokens
+    full = alone_fit.copy()
+    full[:, occ] = cost
+    for r in np.argsort(gains)[:tries].tolist():
+        i, b = int(rows[r]), int(occ[best[r]])
+        for o in list(state.members[b]):
+            if state.used[b] - kv[o] + kv[i] > cap[b]:
+                continue
+            dest = np.argsort(full[o])[:4]
+            for c in dest[dest != b][:3].tolist():
+                moves = [(o, c), (i, b)]
+                if state.fits(moves) and state.change(moves) < -eps:
+                    state.apply(moves)
+                    return True
+    return False
+
+
+def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
+    """Marginal-cost greedy, then local search.
+
+    Requests are inserted one by one, each on the machine with the least exact increase of
+    ``J`` among those with KV room (:func:`greedy_assignment`), then improved by
+    :func:`local_search`. Small instances (n x m up to :data:`MULTI_START_CELLS`) try five
+    insertion orders (:func:`start_orders`), keep the best, and under tight KV (demand above
+    :data:`TIGHT_KV` of the survivors' room) continue with iterated local search seeded by
+    ``settings.seed``. Large ones use the regret order only, one local-search round
+    (:data:`LOCAL_SEARCH_CELLS`) and swaps only under tight KV: 19 ms at 512 x 1,024.
+    """
+    start = time.perf_counter()
+    method = "greedy"
+    p = processing_times(problem)
+    reason = infeasibility_reason(problem, p)
+    if reason:
+        return _infeasible(method, reason, start)
+    small = problem.num_requests * problem.num_machines <= MULTI_START_CELLS
+    alone = standalone_costs(problem, p)
+    orders = start_orders(problem, p, alone, small)
+    found = [a for a in (greedy_assignment(problem, p, o, alone) for o in orders) if a is not None]
+    if not found:
+        return _result(method, problem, None, start, p, "greedy insertion ran out of KV room")
+    demand = float(problem.kv_tokens.sum())
+    room = float(np.minimum(problem.kv_free_tokens, demand)[~problem.is_recovering].sum())
+    tight = demand > TIGHT_KV * room
+    improved = [
+        local_search(problem, p, a, swaps=small or tight, recheck=small, alone=alone) for a in found
+    ]
+    best = min(improved, key=lambda a: recovery_objective(problem, a, p))
+    if small and tight:
+        best = _iterated(problem, p, best, orders, alone, settings.seed)
+    return _result(method, problem, best, start, p)
+
+
+def _iterated(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    best: IntArray,
+    orders: list[IntArray],
+    alone: FloatArray,
+    seed: int,
+) -> IntArray:
+    """Iterated local search under tight KV, where single moves, swaps and ejections stall:
+    kick (:func:`ruin_and_recreate`), improve, keep the best. Rounds shrink with the size."""
+    rng = np.random.default_rng(seed)
+    value = recovery_objective(problem, best, p)
+    rounds = int(
+        np.clip(
+            ILS_ROUNDS * 1024 // max(problem.num_requests * problem.num_machines, 1), 3, ILS_ROUNDS
+        )
+    )
+    for _ in range(rounds):
+        kicked = ruin_and_recreate(problem, p, best, orders, rng, alone)
+        if kicked is None:
+            continue
+        cand = local_search(problem, p, kicked, alone=alone)
+        cand_value = recovery_objective(problem, cand, p)
+        if cand_value < value - 1e-9 * max(1.0, value):
+            best, value = cand, cand_value
+    return best
