@@ -162,7 +162,7 @@ def demo() -> None:
     # The planner on one paper scenario: every backend on the same failure, side by side.
     from lumen.cli.planner_cmds import compare_methods
 
-    featured = load_scenario("paper-8w-qwen3-14b")
+    featured = load_scenario("failures-8w-x4")
     for problem in ("placement", "recovery", "pairing"):
         out.print(compare_methods(featured, problem, time_limit_s=5.0))
     invalid = sum(1 for _, s, _ in rows if s is None)
