@@ -194,14 +194,17 @@ def write_report(
             pts = [
                 (r.workers, r.seconds)
                 for r in scale
-                if r.kind == kind and r.method == method and math.isfinite(r.seconds)
+                if r.kind == kind
+                and r.method == method
+                and math.isfinite(r.seconds)
+                and r.termination in ("optimal", "feasible")  # no point for refusals
             ]
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)
             style = "-o" if BACKENDS[kind][method].exact else "--s"
             ax.loglog(xs, ys, style, label=method, markersize=4)
-        ax.set_title(f"{kind}: solve time")
+        ax.set_title(f"{kind}: solve time (solid: exact)")
         ax.set_xlabel("workers")
         ax.set_ylabel("seconds")
         ax.grid(True, which="both", alpha=0.3)
@@ -265,8 +268,28 @@ def write_report(
             ]
             if not tried:
                 continue
+            skipped = [
+                s.workers
+                for s in scale
+                if s.kind == kind and s.method == method and s.termination == "skipped"
+            ]
             if len(proven) == len(tried):
                 text = f"proved every size tried (up to {max(tried)} workers)"
+                last = max(
+                    (
+                        s
+                        for s in scale
+                        if s.kind == kind and s.method == method and s.workers == max(tried)
+                    ),
+                    key=lambda s: s.seconds,
+                )
+                if skipped:
+                    text += f"; not built beyond: more than {EXACT_SIZE_CAP:,} variables"
+                elif last.seconds > float(settings.get("time limit (s)", math.inf)):
+                    text += (
+                        f"; larger sizes not tried: the last solve took {last.seconds:.1f} s,"
+                        " over the time limit"
+                    )
             else:
                 failed = min(set(tried) - set(proven))
                 text = (
