@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _common import print_gap_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,17 +127,7 @@ def bench_gap(instances: int, seed: int, time_limit_s: float) -> None:
         f"    exact solve time: mean {exact_s.mean():.3f} s, p50 {np.median(exact_s):.3f} s,"
         f" p95 {np.percentile(exact_s, 95):.3f} s, max {exact_s.max():.2f} s"
     )
-    print(f"    {'heuristic':<11} {'mean':>8} {'p95':>8} {'max':>8} {'optimal':>8} {'failed':>7}")
-    for name, values in stats.gaps.items():
-        g = np.array(values)
-        ok = g[np.isfinite(g)]
-        if ok.size == 0:
-            print(f"    {name:<11} no plans")
-            continue
-        print(
-            f"    {name:<11} {ok.mean():8.2%} {np.percentile(ok, 95):8.2%} {ok.max():8.2%}"
-            f" {int((ok <= 1e-6).sum()):8d} {int((~np.isfinite(g)).sum()):7d}"
-        )
+    print_gap_table(stats.gaps, 11)
     greedy = np.array(stats.gaps["greedy"])
     fams = np.array(stats.family)
     parts = []

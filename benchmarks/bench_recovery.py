@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _common import print_gap_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,17 +127,7 @@ def bench_gap(instances: int, seed: int, limit: float, threads: int) -> None:
         f" CP-SAT ran out of time), {stats.unproven} not proven in {limit:g} s each; time mean"
         f" {exact_s.mean():.2f} s, p50 {np.median(exact_s):.2f} s, max {exact_s.max():.2f} s"
     )
-    print(f"    {'heuristic':<17} {'mean':>8} {'p95':>8} {'max':>9} {'optimal':>8} {'failed':>7}")
-    for name, values in stats.gaps.items():
-        g = np.array(values)
-        ok = g[np.isfinite(g)]
-        if ok.size == 0:
-            print(f"    {name:<17} no plans")
-            continue
-        print(
-            f"    {name:<17} {ok.mean():8.2%} {np.percentile(ok, 95):8.2%} {ok.max():9.2%}"
-            f" {int((ok <= 1e-6).sum()):8d} {int((~np.isfinite(g)).sum()):7d}"
-        )
+    print_gap_table(stats.gaps, 17)
     fams = np.array(stats.family)
     for name in HEURISTICS:
         g_all = np.array(stats.gaps[name])

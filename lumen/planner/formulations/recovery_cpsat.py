@@ -44,10 +44,10 @@ from ortools.sat.python import cp_model
 
 from lumen.planner.heuristics.recovery import solve_greedy
 from lumen.planner.heuristics.recovery_eval import (
-    infeasibility_reason,
     is_feasible,
     processing_times,
     recovery_objective,
+    trivial_result,
 )
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
@@ -340,12 +340,9 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
         return time.perf_counter() - start
 
     p = processing_times(problem)
-    reason = infeasibility_reason(problem, p)
-    if reason:
-        return SolveResult(method, Termination.INFEASIBLE, wall_time_s=elapsed(), message=reason)
-    if problem.num_requests == 0:  # nothing to plan; solvers dislike empty models
-        empty = RecoveryPlan.from_assignment(problem, np.zeros(0, np.int64))
-        return SolveResult(method, Termination.OPTIMAL, objective=0.0, bound=0.0, plan=empty)
+    trivial = trivial_result(method, problem, p, start)
+    if trivial is not None:
+        return trivial
     data = compact_data(problem, p)
     candidates: list[IntArray] = []
     lower = 0

@@ -33,10 +33,10 @@ import networkx as nx
 import numpy as np
 
 from lumen.planner.heuristics.recovery_eval import (
-    infeasibility_reason,
     is_feasible,
     processing_times,
     recovery_objective,
+    trivial_result,
 )
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
@@ -109,12 +109,9 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
         return time.perf_counter() - start
 
     p = processing_times(problem)
-    reason = infeasibility_reason(problem, p)
-    if reason:
-        return SolveResult(method, Termination.INFEASIBLE, wall_time_s=elapsed(), message=reason)
-    if problem.num_requests == 0:  # nothing to plan; solvers dislike empty models
-        empty = RecoveryPlan.from_assignment(problem, np.zeros(0, np.int64))
-        return SolveResult(method, Termination.OPTIMAL, objective=0.0, bound=0.0, plan=empty)
+    trivial = trivial_result(method, problem, p, start)
+    if trivial is not None:
+        return trivial
     slots = slot_counts(problem, p)
     allowed = np.isfinite(p) & (problem.kv_tokens[:, None] <= problem.kv_free_tokens[None, :])
     arcs = int((allowed.sum(axis=0) * slots).sum())

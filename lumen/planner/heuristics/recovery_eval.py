@@ -10,10 +10,13 @@ determines the plan and its objective ``J = sum_i C_i + sum_j queued[j] * P_j``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
+from lumen.planner.result import SolveResult, Termination
 
 
 def processing_times(problem: RecoveryProblem) -> FloatArray:
@@ -279,3 +282,23 @@ class AssignmentState:
             self.machine[i] = b
             self.used[a] -= kv[i]
             self.used[b] += kv[i]
+
+
+def trivial_result(
+    method: str, problem: RecoveryProblem, p: FloatArray, start: float
+) -> SolveResult[RecoveryPlan] | None:
+    """The result of an instance that needs no solver: INFEASIBLE with a cheap proof, or
+    OPTIMAL with an empty plan when there is nothing to recover (solvers dislike empty models).
+    None when the instance needs solving."""
+    reason = infeasibility_reason(problem, p)
+    if reason:
+        return SolveResult(
+            method,
+            Termination.INFEASIBLE,
+            wall_time_s=time.perf_counter() - start,
+            message=reason,
+        )
+    if problem.num_requests == 0:
+        empty = RecoveryPlan.from_assignment(problem, np.zeros(0, np.int64))
+        return SolveResult(method, Termination.OPTIMAL, objective=0.0, bound=0.0, plan=empty)
+    return None
