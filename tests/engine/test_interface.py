@@ -23,6 +23,8 @@ from lumen.executor.engine.interface import (
     page_tags,
 )
 
+from .conftest import TINY
+
 
 def make_page(payload: bytes = bytes(range(64)), end: int = 4) -> KVPage:
     tokens = [5, 6, 7, 8]
@@ -108,17 +110,7 @@ def test_proposal_checks_probability_rows() -> None:
 
 
 def test_model_config_round_trips_hf_json(tmp_path: Path) -> None:
-    config = ModelConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        intermediate_size=128,
-        vocab_size=256,
-        tie_word_embeddings=True,
-        eos_token_id=(3,),
-    )
+    config = replace(TINY, tie_word_embeddings=True, eos_token_id=(3,))
     config.to_json(tmp_path / "config.json")
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["model_type"] == "qwen3" and data["eos_token_id"] == 3
@@ -166,16 +158,7 @@ def test_model_config_reads_a_qwen3_config() -> None:
 
 
 def test_engine_config_sizes_the_cache() -> None:
-    model = ModelConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        intermediate_size=128,
-        vocab_size=256,
-        max_position_embeddings=512,
-    )
+    model = TINY
     assert EngineConfig(num_kv_blocks=7).resolve_num_blocks(model, "float32") == 7
     # 512 bytes per token in float32, 16 tokens per block: 8 KiB blocks.
     assert EngineConfig(kv_cache_bytes=1 << 20).resolve_num_blocks(model, "float32") == 128
