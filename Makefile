@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench proto clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -24,6 +24,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check lumen tests benchmarks
 	$(BIN)/ruff format --check lumen tests benchmarks
+	$(BIN)/python -m lumen.proto.generate --check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -38,6 +39,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py
 	$(BIN)/python benchmarks/bench_recovery.py
 	$(BIN)/python benchmarks/bench_engine.py
+
+# Regenerate the gRPC stubs from lumen/proto/lumen/v1/*.proto (commit the result).
+proto: $(STAMP)
+	$(BIN)/python -m lumen.proto.generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

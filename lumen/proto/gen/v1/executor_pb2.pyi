@@ -1,0 +1,126 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from lumen.proto.gen.v1 import planner_pb2 as _planner_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecoveryStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RECOVERY_STAGE_UNSPECIFIED: _ClassVar[RecoveryStage]
+    RECOVERY_STAGE_DRAFT_LOADING: _ClassVar[RecoveryStage]
+    RECOVERY_STAGE_ASSISTING: _ClassVar[RecoveryStage]
+    RECOVERY_STAGE_SWITCHING: _ClassVar[RecoveryStage]
+    RECOVERY_STAGE_SERVING: _ClassVar[RecoveryStage]
+RECOVERY_STAGE_UNSPECIFIED: RecoveryStage
+RECOVERY_STAGE_DRAFT_LOADING: RecoveryStage
+RECOVERY_STAGE_ASSISTING: RecoveryStage
+RECOVERY_STAGE_SWITCHING: RecoveryStage
+RECOVERY_STAGE_SERVING: RecoveryStage
+
+class KVPage(_message.Message):
+    __slots__ = ("request_id", "page_index", "start_position", "end_position", "tag", "checksum", "dtype", "shape", "payload")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_POSITION_FIELD_NUMBER: _ClassVar[int]
+    END_POSITION_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    page_index: int
+    start_position: int
+    end_position: int
+    tag: bytes
+    checksum: int
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    payload: bytes
+    def __init__(self, request_id: _Optional[int] = ..., page_index: _Optional[int] = ..., start_position: _Optional[int] = ..., end_position: _Optional[int] = ..., tag: _Optional[bytes] = ..., checksum: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SubmitRequestRequest(_message.Message):
+    __slots__ = ("request_id", "prompt_token_ids", "generated_token_ids", "max_tokens", "checkpoint_holder")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    generated_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    max_tokens: int
+    checkpoint_holder: int
+    def __init__(self, request_id: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., checkpoint_holder: _Optional[int] = ...) -> None: ...
+
+class TokenChunk(_message.Message):
+    __slots__ = ("request_id", "token_ids", "generated_tokens", "finished")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    generated_tokens: int
+    finished: bool
+    def __init__(self, request_id: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., generated_tokens: _Optional[int] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class SendPagesResponse(_message.Message):
+    __slots__ = ("pages_received", "valid_tokens_by_request")
+    class ValidTokensByRequestEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    PAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    VALID_TOKENS_BY_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    pages_received: int
+    valid_tokens_by_request: _containers.ScalarMap[int, int]
+    def __init__(self, pages_received: _Optional[int] = ..., valid_tokens_by_request: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class FetchPagesRequest(_message.Message):
+    __slots__ = ("request_id", "start_position", "end_position")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    START_POSITION_FIELD_NUMBER: _ClassVar[int]
+    END_POSITION_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    start_position: int
+    end_position: int
+    def __init__(self, request_id: _Optional[int] = ..., start_position: _Optional[int] = ..., end_position: _Optional[int] = ...) -> None: ...
+
+class ReportLoadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReportLoadResponse(_message.Message):
+    __slots__ = ("worker_id", "load", "measured_at")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    load: _planner_pb2.WorkerLoad
+    measured_at: _timestamp_pb2.Timestamp
+    def __init__(self, worker_id: _Optional[int] = ..., load: _Optional[_Union[_planner_pb2.WorkerLoad, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetStageRequest(_message.Message):
+    __slots__ = ("stage", "survivor_worker")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SURVIVOR_WORKER_FIELD_NUMBER: _ClassVar[int]
+    stage: RecoveryStage
+    survivor_worker: int
+    def __init__(self, stage: _Optional[_Union[RecoveryStage, str]] = ..., survivor_worker: _Optional[int] = ...) -> None: ...
+
+class SetStageResponse(_message.Message):
+    __slots__ = ("stage",)
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: RecoveryStage
+    def __init__(self, stage: _Optional[_Union[RecoveryStage, str]] = ...) -> None: ...
