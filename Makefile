@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py
 	$(BIN)/python benchmarks/bench_recovery.py
 	$(BIN)/python benchmarks/bench_engine.py
+	$(BIN)/python benchmarks/bench_simulator.py
 
 # Regenerate the gRPC stubs from lumen/proto/lumen/v1/*.proto (commit the result).
 proto: $(STAMP)

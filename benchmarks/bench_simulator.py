@@ -1,0 +1,78 @@
+"""Simulator speed: wall time, peak memory and simulated decode tokens per wall second.
+
+(a) the paper's 10-worker Llama-3-70B scenario, 15,000 requests;
+(b) 64 workers, one simulated hour of the Azure conversation trace at 1.4 QPS per worker.
+
+Usage: python benchmarks/bench_simulator.py [--quick]   (--quick: 3 simulated minutes for (b))
+Failures are not simulated yet; the figures are for failure-free runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lumen.scenarios.resolve import build_trace, load_scenario
+from lumen.simulator.cluster import simulate
+from lumen.workload import BUNDLED_TRACES, load_trace
+
+
+def _peak_mib() -> float:
+    # ru_maxrss is in KiB on Linux: the peak of the whole process so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="simulate 3 minutes for (b)")
+    args = parser.parse_args()
+    print(
+        f"simulator benchmark: python {platform.python_version()}, {platform.machine()},"
+        " one process"
+    )
+
+    loaded = load_scenario("paper-sim-10w-llama3-70b")
+    trace = build_trace(loaded)
+    start = time.perf_counter()
+    result = simulate(trace, loaded.cost_model, loaded.scenario.cluster.workers)
+    wall = time.perf_counter() - start
+    s = result.summary
+    print(f"\n(a) paper-sim-10w-llama3-70b: {len(trace):,} requests, 10 workers")
+    print(
+        f"    wall {wall:.2f} s, {s.decode_tokens:,} decode tokens,"
+        f" {s.decode_tokens / wall / 1e6:.2f} M decode tokens per wall second,"
+        f" {s.events:,} events; peak RSS so far {_peak_mib():.0f} MiB"
+    )
+
+    seconds = 180.0 if args.quick else 3600.0
+    rate = 1.4 * 64
+    base = load_trace(BUNDLED_TRACES["azure-conv-2023"])
+    big = base.tile(int(rate * seconds) + 1).rescale(rate)
+    cost = load_scenario("scale-64w-llama3-70b").cost_model
+    start = time.perf_counter()
+    result = simulate(big, cost, 64)
+    wall = time.perf_counter() - start
+    s = result.summary
+    print(
+        f"\n(b) 64 workers, {seconds / 60:.0f} simulated minutes of the Azure conversation trace"
+        f" at {rate:.1f} QPS: {len(big):,} requests"
+    )
+    print(
+        f"    wall {wall:.2f} s ({s.makespan_s / wall:.0f}x faster than real time),"
+        f" {s.decode_tokens:,} decode tokens, {s.decode_tokens / wall / 1e6:.2f} M decode"
+        f" tokens per wall second, {s.events:,} events; peak RSS {_peak_mib():.0f} MiB"
+    )
+    print(
+        f"    mean TTFT {s.ttft_s.mean:.3f} s, P99 {s.ttft_s.p99:.3f} s;"
+        f" mean TPOT {1e3 * s.tpot_s.mean:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
