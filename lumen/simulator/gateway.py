@@ -5,10 +5,14 @@ running (a new request can only join at an iteration boundary) plus the prompt t
 it — waiting requests and the uncomputed part of admitted ones — times the per-token time of a
 full prefill chunk. Ties (e.g. several idle workers) go to the worker with fewer unfinished
 requests, then to the lowest index, so dispatch is deterministic.
+
+Workers that are down (failed, reloading) are never chosen. When every worker is down, arriving
+requests are held at the gateway, in arrival order, until one comes back (:meth:`release`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 from lumen.simulator.worker import Worker
@@ -24,21 +28,38 @@ class Gateway:
             raise ValueError("the gateway needs at least one worker")
         self.workers = list(workers)
         self.dispatched = [0] * len(self.workers)
+        self.held: deque[int] = deque()
 
-    def choose(self, now: float) -> Worker:
-        """The worker with the least estimated waiting time at ``now``."""
-        best = self.workers[0]
-        best_wait = best.estimated_wait_s(now)
-        best_load = best.active_requests
-        for w in self.workers[1:]:
+    def choose(self, now: float) -> Worker | None:
+        """The serving worker with the least estimated waiting time at ``now`` (None when all
+        are down)."""
+        best: Worker | None = None
+        best_wait = best_load = 0.0
+        for w in self.workers:
+            if w.down:
+                continue
             wait = w.estimated_wait_s(now)
-            if wait < best_wait or (wait == best_wait and w.active_requests < best_load):
+            if (
+                best is None
+                or wait < best_wait
+                or (wait == best_wait and w.active_requests < best_load)
+            ):
                 best, best_wait, best_load = w, wait, w.active_requests
         return best
 
-    def dispatch(self, rid: int, now: float) -> Worker:
-        """Send request ``rid`` to the chosen worker and return it."""
+    def dispatch(self, rid: int, now: float) -> Worker | None:
+        """Send request ``rid`` to the chosen worker and return it; hold it (and return None)
+        when every worker is down."""
         worker = self.choose(now)
+        if worker is None:
+            self.held.append(rid)
+            return None
         worker.enqueue(rid)
         self.dispatched[worker.index] += 1
         return worker
+
+    def release(self, now: float) -> None:
+        """Dispatch the held requests, in arrival order (call when a worker comes back)."""
+        held = self.held
+        while held and self.choose(now) is not None:
+            self.dispatch(held.popleft(), now)

@@ -17,6 +17,13 @@ token (TTFT = end of that iteration); each later decode iteration emits one more
 decode step of a request with ``d`` tokens already decoded attends to ``prompt + d - 1`` cached
 tokens (the KV of the newest token is written by that step).
 
+Failures (:meth:`Worker.fail`): the iteration in flight is cancelled (a pure-decode run keeps
+the iterations that already ended: their tokens were emitted), every KV reservation is freed
+and the unfinished requests are handed back with their progress. A request that resumes after
+an interruption is served like a new one whose prompt is its whole context so far (prompt plus
+the tokens it had generated, all re-prefilled) and whose output is what it still has to emit
+(:meth:`RequestTable.resume`); the KV it reserves is the same ``prompt + output``.
+
 Speed: per-iteration work is O(prefilling requests + requests that finish), never O(batch).
 Decoding requests are tracked in aggregate (count and summed context, updated incrementally)
 and by a heap of finishing steps. When nothing but decoding is left to do, the worker plans a
@@ -47,7 +54,9 @@ class RequestTable:
     """Per-request inputs and outcomes as plain Python lists indexed by request id.
 
     ``first_token_s`` and ``finish_s`` are NaN until the event happens; ``worker`` is -1 until
-    the gateway dispatches the request.
+    the gateway dispatches the request. ``context_tokens`` and ``todo_tokens`` are what the
+    serving worker prefills and then emits: the prompt and the output for a fresh request, the
+    context so far and the rest of the output for a resumed one (:meth:`resume`).
     """
 
     arrival_s: list[float]
@@ -56,6 +65,8 @@ class RequestTable:
     first_token_s: list[float]
     finish_s: list[float]
     worker: list[int]
+    context_tokens: list[int]
+    todo_tokens: list[int]
 
     @classmethod
     def create(
@@ -65,7 +76,29 @@ class RequestTable:
         if len(prompt_tokens) != n or len(output_tokens) != n:
             raise ValueError("arrival_s, prompt_tokens and output_tokens differ in length")
         nan = float("nan")
-        return cls(arrival_s, prompt_tokens, output_tokens, [nan] * n, [nan] * n, [-1] * n)
+        return cls(
+            arrival_s,
+            prompt_tokens,
+            output_tokens,
+            [nan] * n,
+            [nan] * n,
+            [-1] * n,
+            list(prompt_tokens),
+            list(output_tokens),
+        )
+
+    def generated(self, rid: int) -> int:
+        """Output tokens of ``rid`` emitted before its current (or next) serving attempt."""
+        return self.output_tokens[rid] - self.todo_tokens[rid]
+
+    def resume(self, rid: int, generated: int) -> None:
+        """Serve ``rid`` from scratch with ``generated`` output tokens already emitted: its next
+        attempt re-prefills ``prompt + generated`` tokens and emits the remaining ones."""
+        out = self.output_tokens[rid]
+        if not 0 <= generated < out:
+            raise ValueError(f"request {rid}: cannot resume after {generated} of {out} tokens")
+        self.context_tokens[rid] = self.prompt_tokens[rid] + generated
+        self.todo_tokens[rid] = out - generated
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -139,7 +172,10 @@ class Worker:
         self._run_chunks: list[tuple[int, int]] = []  # (request id, chunk) of a mixed iteration
         self._run_handle: EventHandle | None = None
         self._start_pending = False
+        self._start_handle: EventHandle | None = None
         self._run_start = 0.0
+        self.down = False  # failed and not yet reloaded: takes no requests
+        self.failures = 0
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -169,12 +205,83 @@ class Worker:
             self.pending_prefill_tokens * self.prefill_s_per_token
         )
 
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting to be admitted."""
+        return len(self._waiting)
+
+    def _completed_in_run(self, now: float) -> int:
+        """Iterations of the run in flight that ended before ``now`` (only a pure-decode run
+        can have some: its end event fires at its last iteration). One ending exactly at
+        ``now`` does not count: its end has not been processed yet."""
+        if self._run_handle is None or not self._run_decode_only:
+            return 0
+        done = bisect_left(self._run_ends, now)
+        assert done < len(self._run_ends), "the run's end event should have fired"
+        return done
+
+    def admitted(self, now: float) -> list[tuple[int, int, int]]:
+        """``(request id, output tokens emitted, KV tokens computed)`` of every admitted
+        request at ``now``, by request id; counts include the iterations of a pure-decode run
+        that ended before ``now``."""
+        req = self.requests
+        out = [(rid, req.generated(rid), done) for rid, done in self._prefilling.items()]
+        nxt = self.step + self._completed_in_run(now)
+        for last, rid in self._finish_heap:
+            emitted = req.todo_tokens[rid] - (last - nxt + 1)  # first token included
+            out.append((rid, req.generated(rid) + emitted, req.context_tokens[rid] + emitted - 1))
+        out.sort()
+        return out
+
+    def fail(self, now: float) -> list[tuple[int, int, int]]:
+        """Stop at ``now``: cancel the iteration in flight, free all KV and return every
+        unfinished request as ``(request id, output tokens emitted, KV tokens lost)``, by id.
+
+        Iterations of a pure-decode run that ended before ``now`` still count (their tokens
+        were emitted); the iteration in flight, or one ending exactly at ``now``, is lost. The
+        worker takes no requests until :meth:`recover`.
+        """
+        req = self.requests
+        lost = self.admitted(now)
+        lost.extend((rid, req.generated(rid), 0) for rid in self._waiting)
+        lost.sort()
+        k = self._completed_in_run(now)
+        self.decode_tokens += self._decode_seqs * k
+        self.step += k
+        if self._run_handle is not None:
+            self.busy_s += now - self._run_start
+            self.sim.cancel(self._run_handle)
+        if self._start_handle is not None:
+            self.sim.cancel(self._start_handle)
+        self._waiting.clear()
+        self._prefilling.clear()
+        self._decode_seqs = 0
+        self._decode_context = 0
+        self._finish_heap = []
+        self.kv_reserved_tokens = 0
+        self.pending_prefill_tokens = 0
+        self._run_ends = []
+        self._run_decode_only = False
+        self._run_chunks = []
+        self._run_handle = None
+        self._start_handle = None
+        self._start_pending = False
+        self.down = True
+        self.failures += 1
+        return lost
+
+    def recover(self) -> None:
+        """Serve again (empty) after a reload."""
+        self.down = False
+
     # -- requests ---------------------------------------------------------------------------
 
     def enqueue(self, rid: int) -> None:
         """Accept request ``rid`` (at the current simulation time)."""
+        if self.down:
+            raise RuntimeError(f"worker {self.index} is down and cannot take request {rid}")
         req = self.requests
-        need = req.prompt_tokens[rid] + req.output_tokens[rid]
+        need = req.context_tokens[rid] + req.todo_tokens[rid]
         if need > self.kv_capacity_tokens:
             raise ValueError(
                 f"request {rid} needs {need} KV tokens but worker {self.index} holds only "
@@ -182,10 +289,10 @@ class Worker:
             )
         req.worker[rid] = self.index
         self._waiting.append(rid)
-        self.pending_prefill_tokens += req.prompt_tokens[rid]
+        self.pending_prefill_tokens += req.context_tokens[rid]
         if self.idle:
             self._start_pending = True
-            self.sim.at(self.sim.now, self._on_start, None, ITERATION_PRIORITY)
+            self._start_handle = self.sim.at(self.sim.now, self._on_start, None, ITERATION_PRIORITY)
         elif self._run_decode_only:
             self._cut_run(self.sim.now)
 
@@ -193,6 +300,7 @@ class Worker:
 
     def _on_start(self, sim: Simulation, _: object) -> None:
         self._start_pending = False
+        self._start_handle = None
         self._plan(sim.now)
 
     def _cut_run(self, now: float) -> None:
@@ -258,7 +366,7 @@ class Worker:
     def _take_prefill(self, budget: int) -> list[tuple[int, int]]:
         """Prompt chunks for the next iteration: part-prefilled requests first, then admissions."""
         chunks: list[tuple[int, int]] = []
-        prompt = self.requests.prompt_tokens
+        prompt = self.requests.context_tokens
         for rid, done in self._prefilling.items():
             chunk = min(prompt[rid] - done, budget)
             chunks.append((rid, chunk))
@@ -266,7 +374,7 @@ class Worker:
             if budget == 0:
                 return chunks
         waiting = self._waiting
-        output = self.requests.output_tokens
+        output = self.requests.todo_tokens
         running = len(self._prefilling) + self._decode_seqs
         while waiting and budget > 0 and running < self.max_batch_size:
             rid = waiting[0]
@@ -294,7 +402,7 @@ class Worker:
         self.decode_tokens += b * n
         self._decode_context += b * n
         req = self.requests
-        prompt, output = req.prompt_tokens, req.output_tokens
+        prompt, output = req.context_tokens, req.todo_tokens
         # Requests whose last decode step was the final iteration of this run.
         heap = self._finish_heap
         last = self.step - 1
@@ -312,7 +420,8 @@ class Worker:
                 self._prefilling[rid] = done
                 continue
             del self._prefilling[rid]
-            req.first_token_s[rid] = now
+            if req.first_token_s[rid] != req.first_token_s[rid]:  # NaN: not emitted before
+                req.first_token_s[rid] = now
             self.decode_tokens += 1
             if output[rid] == 1:
                 self._finish(rid, now)
@@ -328,4 +437,4 @@ class Worker:
     def _finish(self, rid: int, now: float) -> None:
         req = self.requests
         req.finish_s[rid] = now
-        self.kv_reserved_tokens -= req.prompt_tokens[rid] + req.output_tokens[rid]
+        self.kv_reserved_tokens -= req.context_tokens[rid] + req.todo_tokens[rid]
