@@ -1,10 +1,11 @@
 """Simulator speed: wall time, peak memory and simulated decode tokens per wall second.
 
-(a) the paper's 10-worker Llama-3-70B scenario, 15,000 requests;
-(b) 64 workers, one simulated hour of the Azure conversation trace at 1.4 QPS per worker.
+(a) the paper's 10-worker Llama-3-70B scenario, 15,000 requests, with its failure (worker 4 at
+    300 s, Stop-and-Restart) and without;
+(b) 64 workers, one simulated hour of the Azure conversation trace at 1.4 QPS per worker, one
+    worker failing at 30 minutes (Stop-and-Restart).
 
 Usage: python benchmarks/bench_simulator.py [--quick]   (--quick: 3 simulated minutes for (b))
-Failures are not simulated yet; the figures are for failure-free runs.
 """
 
 from __future__ import annotations
@@ -39,11 +40,19 @@ def main() -> None:
 
     loaded = load_scenario("paper-sim-10w-llama3-70b")
     trace = build_trace(loaded)
-    start = time.perf_counter()
-    result = simulate(trace, loaded.cost_model, loaded.scenario.cluster.workers)
-    wall = time.perf_counter() - start
-    s = result.summary
     print(f"\n(a) paper-sim-10w-llama3-70b: {len(trace):,} requests, 10 workers")
+    for label, failures in (("failure-free", ()), ("worker 4 fails at 300 s", ((300.0, [4]),))):
+        start = time.perf_counter()
+        result = simulate(
+            trace, loaded.cost_model, loaded.scenario.cluster.workers, failures=failures
+        )
+        wall = time.perf_counter() - start
+        s = result.summary
+        print(
+            f"    {label}: wall {wall:.2f} s, mean TTFT {s.ttft_s.mean:.3f} s,"
+            f" mean TPOT {1e3 * s.tpot_s.mean:.1f} ms, {result.interrupted_requests} interrupted,"
+            f" {result.recomputed_tokens:,} tokens recomputed"
+        )
     print(
         f"    wall {wall:.2f} s, {s.decode_tokens:,} decode tokens,"
         f" {s.decode_tokens / wall / 1e6:.2f} M decode tokens per wall second,"
@@ -56,12 +65,12 @@ def main() -> None:
     big = base.tile(int(rate * seconds) + 1).rescale(rate)
     cost = load_scenario("scale-64w-llama3-70b").cost_model
     start = time.perf_counter()
-    result = simulate(big, cost, 64)
+    result = simulate(big, cost, 64, failures=((seconds / 2, [0]),))
     wall = time.perf_counter() - start
     s = result.summary
     print(
         f"\n(b) 64 workers, {seconds / 60:.0f} simulated minutes of the Azure conversation trace"
-        f" at {rate:.1f} QPS: {len(big):,} requests"
+        f" at {rate:.1f} QPS: {len(big):,} requests, worker 0 fails halfway"
     )
     print(
         f"    wall {wall:.2f} s ({s.makespan_s / wall:.0f}x faster than real time),"
