@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from sim_traces import make_trace, random_trace
 
 from lumen.planner.costmodel import BatchShape, RooflineCostModel
 from lumen.scenarios.resolve import load_scenario
@@ -18,28 +19,9 @@ def cost_model() -> RooflineCostModel:
     return load_scenario("paper-sim-10w-llama3-70b").cost_model
 
 
-def _trace(arrival: list[float], prompt: list[int], output: list[int]) -> Trace:
-    return Trace(
-        np.asarray(arrival, dtype=np.float64),
-        np.asarray(prompt, dtype=np.int64),
-        np.asarray(output, dtype=np.int64),
-    )
-
-
-def _random_trace(n: int, rate: float, seed: int) -> Trace:
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(1.0 / rate, n)
-    gaps[0] = 0.0
-    return _trace(
-        np.cumsum(gaps).tolist(),
-        rng.integers(1, 3000, n).tolist(),
-        rng.integers(1, 400, n).tolist(),
-    )
-
-
 def test_one_request_prefill_chunks_then_decode_steps(cost_model: RooflineCostModel) -> None:
     # 2500 prompt tokens in chunks of 1024 + 1024 + 452, then 3 decode steps for 4 outputs.
-    r = simulate(_trace([0.0], [2500], [4]), cost_model, workers=1)
+    r = simulate(make_trace([0.0], [2500], [4]), cost_model, workers=1)
     ttft = (
         cost_model.prefill_time(1024, 0)
         + cost_model.prefill_time(1024, 1024)
@@ -54,13 +36,13 @@ def test_one_request_prefill_chunks_then_decode_steps(cost_model: RooflineCostMo
 
 
 def test_single_token_output_has_no_tpot(cost_model: RooflineCostModel) -> None:
-    r = simulate(_trace([0.0], [100], [1]), cost_model, workers=1)
+    r = simulate(make_trace([0.0], [100], [1]), cost_model, workers=1)
     assert r.e2e_s[0] == r.ttft_s[0] == pytest.approx(cost_model.prefill_time(100))
     assert math.isnan(r.tpot_s[0])
 
 
 def test_simultaneous_requests_share_iterations(cost_model: RooflineCostModel) -> None:
-    r = simulate(_trace([0.0, 0.0], [300, 500], [3, 3]), cost_model, workers=1)
+    r = simulate(make_trace([0.0, 0.0], [300, 500], [3, 3]), cost_model, workers=1)
     first = cost_model.batch_time(BatchShape.build(prefill_chunks=[(300, 0), (500, 0)]))
     step = [cost_model.decode_step_time(2, 800 + 2 * d) for d in range(2)]
     np.testing.assert_allclose(r.ttft_s, [first, first], rtol=1e-12)
@@ -71,7 +53,7 @@ def test_request_arriving_mid_decode_joins_at_next_boundary(cost_model: Roofline
     prefill = cost_model.prefill_time(200)
     step = cost_model.decode_step_time(1, 200)
     # Arrives halfway through the first decode step of request 0.
-    r = simulate(_trace([0.0, prefill + step / 2], [200, 100], [50, 2]), cost_model, workers=1)
+    r = simulate(make_trace([0.0, prefill + step / 2], [200, 100], [50, 2]), cost_model, workers=1)
     joined = cost_model.batch_time(
         BatchShape.build(prefill_chunks=[(100, 0)], decode_contexts=[201])
     )
@@ -89,14 +71,14 @@ def _check_conservation(r: SimulationResult, trace: Trace) -> None:
 
 
 def test_every_request_finishes_once_with_all_tokens(cost_model: RooflineCostModel) -> None:
-    trace = _random_trace(3000, rate=20.0, seed=1)
+    trace = random_trace(3000, rate=20.0, seed=1)
     r = simulate(trace, cost_model, workers=3)
     _check_conservation(r, trace)
     assert r.summary.events < 20 * len(trace)  # decode runs are batched into few events
 
 
 def test_same_seed_same_arrays(cost_model: RooflineCostModel) -> None:
-    trace = _random_trace(1500, rate=15.0, seed=2)
+    trace = random_trace(1500, rate=15.0, seed=2)
     a = simulate(trace, cost_model, workers=2, seed=7)
     b = simulate(trace, cost_model, workers=2, seed=7)
     for name in ("ttft_s", "tpot_s", "e2e_s", "worker"):
@@ -105,16 +87,16 @@ def test_same_seed_same_arrays(cost_model: RooflineCostModel) -> None:
 
 
 def test_least_waiting_dispatch_balances_identical_workers(cost_model: RooflineCostModel) -> None:
-    burst = simulate(_trace([0.0] * 8, [500] * 8, [10] * 8), cost_model, workers=4)
+    burst = simulate(make_trace([0.0] * 8, [500] * 8, [10] * 8), cost_model, workers=4)
     assert np.bincount(burst.worker).tolist() == [2, 2, 2, 2]
-    r = simulate(_random_trace(4000, rate=30.0, seed=3), cost_model, workers=4)
+    r = simulate(random_trace(4000, rate=30.0, seed=3), cost_model, workers=4)
     counts = np.bincount(r.worker, minlength=4)
     assert counts.min() > 0.8 * counts.max()
 
 
 def test_kv_capacity_is_never_exceeded_and_requests_wait(cost_model: RooflineCostModel) -> None:
     # Each request reserves 1000 + 100 tokens: only two fit in 2500.
-    trace = _trace([0.0] * 5, [1000] * 5, [100] * 5)
+    trace = make_trace([0.0] * 5, [1000] * 5, [100] * 5)
     r = simulate(trace, cost_model, workers=1, kv_capacity_tokens=2500)
     _check_conservation(r, trace)
     assert r.worker_kv_peak_tokens[0] == 2200
@@ -129,11 +111,11 @@ def test_kv_capacity_is_never_exceeded_and_requests_wait(cost_model: RooflineCos
 
 def test_request_larger_than_kv_cache_is_rejected(cost_model: RooflineCostModel) -> None:
     with pytest.raises(ValueError, match="KV tokens"):
-        simulate(_trace([0.0], [1000], [100]), cost_model, workers=1, kv_capacity_tokens=500)
+        simulate(make_trace([0.0], [1000], [100]), cost_model, workers=1, kv_capacity_tokens=500)
 
 
 def test_batch_size_limit(cost_model: RooflineCostModel) -> None:
-    trace = _trace([0.0] * 3, [10] * 3, [20] * 3)
+    trace = make_trace([0.0] * 3, [10] * 3, [20] * 3)
     r = simulate(trace, cost_model, workers=1, max_batch_size=2)
     _check_conservation(r, trace)
     assert r.ttft_s[2] >= r.e2e_s[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sim_traces import make_trace, random_trace
 
 from lumen.planner.costmodel import RooflineCostModel
 from lumen.planner.domain import WorkerState
@@ -22,25 +23,6 @@ def cost_model() -> RooflineCostModel:
 @pytest.fixture(scope="module")
 def reload_s(cost_model: RooflineCostModel) -> float:
     return cost_model.reload_timeline().total_s
-
-
-def _trace(arrival: list[float], prompt: list[int], output: list[int]) -> Trace:
-    return Trace(
-        np.asarray(arrival, dtype=np.float64),
-        np.asarray(prompt, dtype=np.int64),
-        np.asarray(output, dtype=np.int64),
-    )
-
-
-def _random_trace(n: int, rate: float, seed: int) -> Trace:
-    rng = np.random.default_rng(seed)
-    gaps = rng.exponential(1.0 / rate, n)
-    gaps[0] = 0.0
-    return _trace(
-        np.cumsum(gaps).tolist(),
-        rng.integers(1, 3000, n).tolist(),
-        rng.integers(1, 400, n).tolist(),
-    )
 
 
 def _check_conservation(r: SimulationResult, trace: Trace) -> None:
@@ -65,7 +47,7 @@ def test_decode_interrupted_request_recomputes_its_context(cost_model: RooflineC
     steps = [cost_model.decode_step_time(1, 2500 + k) for k in range(49)]
     # Worker 0 fails halfway through its 11th decode step: 1 + 10 tokens are out.
     at = prefill + sum(steps[:10]) + steps[10] / 2
-    trace = _trace([0.0], [2500], [50])
+    trace = make_trace([0.0], [2500], [50])
     r = simulate(trace, cost_model, workers=2, failures=[(at, [0])])
     assert r.ttft_s[0] == pytest.approx(prefill, rel=1e-12)  # the first token was out already
     assert r.worker[0] == 1
@@ -87,7 +69,7 @@ def test_prefill_interrupted_request_gets_its_first_token_elsewhere(
     cost_model: RooflineCostModel,
 ) -> None:
     at = cost_model.prefill_time(1024, 0) * 1.5  # the first chunk is done, the second is not
-    r = simulate(_trace([0.0], [3000], [5]), cost_model, workers=2, failures=[(at, [0])])
+    r = simulate(make_trace([0.0], [3000], [5]), cost_model, workers=2, failures=[(at, [0])])
     redo = (
         cost_model.prefill_time(1024, 0)
         + cost_model.prefill_time(1024, 1024)
@@ -100,7 +82,7 @@ def test_prefill_interrupted_request_gets_its_first_token_elsewhere(
 
 
 def test_conservation_with_one_and_several_failures(cost_model: RooflineCostModel) -> None:
-    trace = _random_trace(3000, rate=20.0, seed=1)
+    trace = random_trace(3000, rate=20.0, seed=1)
     one = simulate(trace, cost_model, workers=4, failures=[(40.0, [2])])
     _check_conservation(one, trace)
     assert one.interrupted_requests > 0 and one.recomputed_tokens > 0
@@ -116,7 +98,7 @@ def test_conservation_with_one_and_several_failures(cost_model: RooflineCostMode
 def test_all_workers_failing_holds_requests_until_a_reload_ends(
     cost_model: RooflineCostModel, reload_s: float
 ) -> None:
-    trace = _random_trace(400, rate=20.0, seed=4)
+    trace = random_trace(400, rate=20.0, seed=4)
     r = simulate(trace, cost_model, workers=2, failures=[(5.0, [0, 1])])
     _check_conservation(r, trace)
     # Interrupted requests wait for their own worker; later arrivals for the first one back.
@@ -130,7 +112,7 @@ def test_all_workers_failing_holds_requests_until_a_reload_ends(
 def test_failed_worker_gets_nothing_while_reloading_then_serves_again(
     cost_model: RooflineCostModel, reload_s: float
 ) -> None:
-    trace = _random_trace(3000, rate=20.0, seed=5)
+    trace = random_trace(3000, rate=20.0, seed=5)
     at = 30.0
     r = simulate(trace, cost_model, workers=3, failures=[(at, [1])])
     _check_conservation(r, trace)
@@ -145,7 +127,7 @@ def test_failed_worker_gets_nothing_while_reloading_then_serves_again(
 
 
 def test_failure_raises_mean_ttft_and_is_deterministic(cost_model: RooflineCostModel) -> None:
-    trace = _random_trace(2500, rate=25.0, seed=6)
+    trace = random_trace(2500, rate=25.0, seed=6)
     base = simulate(trace, cost_model, workers=3)
     a = simulate(trace, cost_model, workers=3, failures=[(20.0, [0])], seed=3)
     b = simulate(trace, cost_model, workers=3, failures=[(20.0, [0])], seed=3)
@@ -158,7 +140,7 @@ def test_failure_raises_mean_ttft_and_is_deterministic(cost_model: RooflineCostM
 
 def test_failure_before_any_arrival(cost_model: RooflineCostModel, reload_s: float) -> None:
     # A failure at the first arrival's time comes first: worker 0 is already down for it.
-    trace = _trace([0.0, 1.0, reload_s + 5.0], [100, 100, 100], [10, 10, 10])
+    trace = make_trace([0.0, 1.0, reload_s + 5.0], [100, 100, 100], [10, 10, 10])
     r = simulate(trace, cost_model, workers=2, failures=[(0.0, [0])])
     assert r.interrupted_requests == 0 and r.recomputed_tokens == 0
     assert r.worker.tolist() == [1, 1, 0]  # worker 0 is back (and idle) for the last one
@@ -166,7 +148,7 @@ def test_failure_before_any_arrival(cost_model: RooflineCostModel, reload_s: flo
 
 
 def test_failure_of_an_idle_worker_changes_nothing(cost_model: RooflineCostModel) -> None:
-    trace = _trace([0.0, 0.5], [500, 400], [30, 20])
+    trace = make_trace([0.0, 0.5], [500, 400], [30, 20])
     base = simulate(trace, cost_model, workers=3)
     r = simulate(trace, cost_model, workers=3, failures=[(0.2, [2]), (100.0, [0, 1])])
     assert r.interrupted_requests == 0 and r.recomputed_tokens == 0
@@ -177,7 +159,7 @@ def test_failure_of_an_idle_worker_changes_nothing(cost_model: RooflineCostModel
 def test_failing_again_while_reloading_restarts_the_reload(
     cost_model: RooflineCostModel, reload_s: float
 ) -> None:
-    trace = _random_trace(1500, rate=20.0, seed=7)
+    trace = random_trace(1500, rate=20.0, seed=7)
     r = simulate(trace, cost_model, workers=1, failures=[(10.0, [0]), (10.0 + reload_s / 2, [0])])
     _check_conservation(r, trace)
     first = r.arrival_s + r.ttft_s
@@ -185,7 +167,7 @@ def test_failing_again_while_reloading_restarts_the_reload(
 
 
 def test_unsupported_policy_and_bad_failures_are_rejected(cost_model: RooflineCostModel) -> None:
-    trace = _trace([0.0], [10], [2])
+    trace = make_trace([0.0], [10], [2])
     with pytest.raises(ValueError, match="supported: stop-and-restart"):
         simulate(trace, cost_model, workers=2, policy="lumen")
     with pytest.raises(ValueError, match="unsupported failure policy"):
