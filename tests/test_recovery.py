@@ -22,6 +22,7 @@ from lumen.planner.generators.recovery import (
 from lumen.planner.heuristics.recovery import (
     solve_greedy,
     solve_lumen,
+    solve_restore_on_holder,
     solve_stop_and_restart,
     without_checkpoints,
 )
@@ -47,7 +48,7 @@ INF = math.inf
 RESTORE, TRANSFER, RECOMPUTE, WAIT = range(4)
 BACKEND_NAMES = sorted(BACKENDS["recovery"])
 EXACT = ("cpsat", "milp")
-HEURISTICS = ("greedy", "lumen", "stop-and-restart")
+HEURISTICS = ("greedy", "lumen", "restore-on-holder", "stop-and-restart")
 FAST = SolveSettings(time_limit_s=20.0, threads=1)
 
 
@@ -225,6 +226,22 @@ def test_lumen_restores_then_rebalances_shortest_prefix_first() -> None:
     assert_consistent("lumen", problem, result)
 
 
+def test_restore_on_holder_never_rebalances() -> None:
+    # The instance of the test above: Fixed-Checkpointing leaves all four on their holder.
+    times: dict[tuple[int, int, int], float] = {}
+    for i in range(4):
+        times[i, 0, RESTORE] = 0.1
+        for j in (1, 2):
+            times[i, j, TRANSFER] = 0.5
+            times[i, j, RECOMPUTE] = 1.0
+    problem = make([0.0, 0.0, 0.0], times, 4, prefix=[30.0, 10.0, 20.0, 40.0])
+    result = solve(problem, "restore-on-holder", FAST)
+    plan = result.require_plan()
+    assert plan.machine.tolist() == [0, 0, 0, 0]
+    assert plan.mode_names() == ["restore"] * 4
+    assert_consistent("restore-on-holder", problem, result)
+
+
 def test_lumen_dead_holder_goes_to_least_loaded_survivor_never_waits() -> None:
     # Request 0 has no checkpoint; survivor 0 is loaded (5 queued + 3 running), survivor 1 has
     # 2 queued, recovering machine 2 would take it in wait mode but the rule never waits.
@@ -313,7 +330,8 @@ def test_contract(name: str, family: str) -> None:
     else:
         assert result.limit is Limit.HEURISTIC
         if not result.has_plan:  # the paper's rule and the baseline never wait: may get stuck
-            assert name in ("lumen", "stop-and-restart") and family == "tight-kv"
+            assert name in ("lumen", "restore-on-holder", "stop-and-restart")
+            assert family == "tight-kv"
             assert result.termination is Termination.NO_SOLUTION and result.message
             return
         assert result.termination is Termination.FEASIBLE
@@ -480,6 +498,7 @@ def test_exact_backends_agree_and_beat_heuristics(problem: RecoveryProblem) -> N
     for name, heuristic in (
         ("greedy", solve_greedy),
         ("lumen", solve_lumen),
+        ("restore-on-holder", solve_restore_on_holder),
         ("stop-and-restart", solve_stop_and_restart),
     ):
         result = heuristic(problem, FAST)

@@ -168,10 +168,10 @@ def test_failing_again_while_reloading_restarts_the_reload(
 
 def test_unsupported_policy_and_bad_failures_are_rejected(cost_model: RooflineCostModel) -> None:
     trace = make_trace([0.0], [10], [2])
-    with pytest.raises(ValueError, match="supported: stop-and-restart"):
-        simulate(trace, cost_model, workers=2, policy="lumen")
+    with pytest.raises(ValueError, match="supported: fixed-checkpointing, lumen"):
+        simulate(trace, cost_model, workers=2, policy="lumen-greedy")
     with pytest.raises(ValueError, match="unsupported failure policy"):
-        check_policy("fixed-checkpointing")
+        check_policy("dejavu")
     with pytest.raises(ValueError, match="no worker"):
         simulate(trace, cost_model, workers=2, failures=[(1.0, [2])])
     with pytest.raises(ValueError, match="failure time"):

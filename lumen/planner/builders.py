@@ -174,14 +174,16 @@ def pairing_problem(
     A recovering worker assists from the end of its draft load to the end of the target reload
     (window W). On survivor s with batch b and total context c, a plain decode step takes
     t_d = decode_step_time(b, c) for one token per sequence; a verify step takes
-    t_v = decode_step_time(b, c, K + 1) for E = (1 - a^(K+1)) / (1 - a) tokens per sequence.
-    Over the part of the window the survivor is busy (its backlog B: waiting time plus the time
-    to decode its running requests' remaining tokens), the time saved is
+    t_v = decode_step_time(b, c, K + 1) for E = (1 - a^(K+1)) / (1 - a) tokens per sequence,
+    after the draft's K proposal steps (K * draft.decode_step_time(b, c)) when the cost model
+    has a draft. Over the part of the window the survivor is busy (its backlog B: waiting time
+    plus the time to decode its running requests' remaining tokens), the time saved is
     ``min(W, B) * max(0, 1 - t_v / (E * t_d))``.
     """
     reload = cost.reload_timeline().total_s
     window = max(0.0, reload - cost.draft_load_time())
     e_tokens = expected_tokens_per_step(acceptance_rate, depth)
+    draft = cost.draft_cost_model()
     rec = [state.worker(r) for r in recovering]
     rec_ids = {w.id for w in rec}
     survivors = [w for w in state.workers if w.id not in rec_ids and w.state.serves_target]
@@ -197,6 +199,8 @@ def pairing_problem(
         ctx = sum(r.context_tokens for r in reqs)
         t_d = cost.decode_step_time(b, ctx)
         t_v = cost.decode_step_time(b, ctx, depth + 1)
+        if draft is not None:  # the K proposal steps come before the verify step
+            t_v += depth * draft.decode_step_time(b, ctx)
         remaining = max(r.remaining_tokens for r in reqs)
         backlog = load.waiting_time_s + remaining * t_d
         fraction = max(0.0, 1.0 - t_v / (e_tokens * t_d))

@@ -24,6 +24,9 @@ import numpy as np
 
 from lumen.planner.problems import BoolArray, FloatArray, IntArray, PlacementProblem
 
+#: Online placement rules :meth:`PlacementState.place` applies.
+PLACEMENT_RULES = ("greedy", "lumen", "fixed-ring")
+
 
 class PlacementState:
     """Mutable placement state over ``m`` workers (see the module docstring)."""
@@ -39,9 +42,18 @@ class PlacementState:
         stream_cap_bytes_s: Any = None,
         alpha: float = 1.0,
         require_other_node: bool = True,
+        rule: str = "greedy",
     ) -> None:
         """Worker data as in :class:`PlacementProblem` (same defaults); budgets are what is
-        free before any request of this state is placed."""
+        free before any request of this state is placed.
+
+        ``rule`` picks the holder of a new request: ``"greedy"`` the least increase of ``J``
+        (above), ``"lumen"`` the paper's ``wait_s[j] + alpha * (L[f][j] + work)``, and
+        ``"fixed-ring"`` the first allowed worker with room after the home in ring order
+        (Fixed-Checkpointing)."""
+        if rule not in PLACEMENT_RULES:
+            raise ValueError(f"rule: expected one of {', '.join(PLACEMENT_RULES)}, got {rule!r}")
+        self.rule = rule
         self.node: IntArray = np.asarray(node, dtype=np.int64).copy()
         m = self.node.shape[0]
         if m < 1:
@@ -67,6 +79,7 @@ class PlacementState:
         ):
             if arr.shape != (m,):
                 raise ValueError(f"{name}: expected shape ({m},), got {arr.shape}")
+        self.require_other_node = require_other_node
         #: ``allowed[f, j]``: may ``j`` hold checkpoints of requests whose home is ``f``.
         self.allowed: BoolArray = np.broadcast_to(hold, (m, m)).copy()
         np.fill_diagonal(self.allowed, False)
@@ -122,16 +135,27 @@ class PlacementState:
     ) -> int:
         """The holder :meth:`place` would pick (-1 when nothing fits), without placing."""
         score, ok = self._score, self._ok
-        np.add(self.load[home], work_s, out=score)
-        np.maximum(score, self.worst[home], out=score)
-        score *= self.alpha
-        np.multiply(self.wait_s, 1.0 / (self.home_count[home] + 1), out=self._scaled_wait)
-        score += self._scaled_wait
         np.greater_equal(self.budget_left, reserve_bytes, out=ok)
         ok &= self.allowed[home]
         if stream_bytes_s > 0.0:
             np.greater_equal(self.stream_left, stream_bytes_s, out=self._ok2)
             ok &= self._ok2
+        if self.rule == "fixed-ring":
+            m = self.num_workers
+            for step in range(1, m):
+                j = (home + step) % m
+                if ok[j]:
+                    return j
+            return -1
+        np.add(self.load[home], work_s, out=score)
+        if self.rule == "greedy":
+            np.maximum(score, self.worst[home], out=score)
+            score *= self.alpha
+            np.multiply(self.wait_s, 1.0 / (self.home_count[home] + 1), out=self._scaled_wait)
+            score += self._scaled_wait
+        else:
+            score *= self.alpha
+            score += self.wait_s
         np.logical_not(ok, out=ok)
         np.copyto(score, np.inf, where=ok)
         j = int(score.argmin())
@@ -188,6 +212,17 @@ class PlacementState:
         self.worst[home] = float(self.load[home].max())
         self.budget_left[holder] += reserve_bytes
         self.stream_left[holder] += stream_bytes_s
+
+    def set_can_hold(self, worker: int, can_hold: bool) -> None:
+        """Let ``worker`` hold new checkpoints again, or stop it (a failed or reloading one)."""
+        column = self.allowed[:, worker]
+        if can_hold:
+            column[:] = True
+            column[worker] = False
+            if self.require_other_node:
+                column &= self.node != self.node[worker]
+        else:
+            column[:] = False
 
     def update_wait(self, wait_s: Any) -> None:
         """New queueing delays; every home's wait sum is recomputed (one m x m product)."""

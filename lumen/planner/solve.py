@@ -118,6 +118,13 @@ BACKENDS: dict[str, dict[str, BackendInfo]] = {
             ),
             _b(
                 "recovery",
+                "restore-on-holder",
+                f"{_HEUR}.recovery:solve_restore_on_holder",
+                False,
+                "Fixed-Checkpointing: restore on the holder, recompute when it is dead",
+            ),
+            _b(
+                "recovery",
                 "stop-and-restart",
                 f"{_HEUR}.recovery:solve_stop_and_restart",
                 False,

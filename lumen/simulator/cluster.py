@@ -4,15 +4,25 @@ Arrivals come as one merged stream: the handler for request ``i`` dispatches it 
 request ``i + 1``, so the heap holds one arrival at a time. Workers add one event per iteration,
 or one per run of pure-decode iterations (see :mod:`lumen.simulator.worker`).
 
-Failures (``failures``: time and worker indices) follow the failure policy; the only one so far
-is Stop-and-Restart. At a failure each failed worker stops (its iteration in flight is lost,
-its KV freed), every unfinished request on it is interrupted, and it reloads for the cost
-model's ``reload_timeline().total_s`` before serving again, empty; the gateway sends it nothing
-meanwhile. The interrupted requests are routed by the planner (:mod:`lumen.simulator.recovery`)
-and re-prefill their whole context (prompt plus output so far) before decoding the rest; a
-request whose first token was out keeps its original TTFT. A worker that fails again while
-reloading restarts its reload, and the requests waiting for it are interrupted again.
-Failure events run before arrivals and iteration ends at the same time.
+The failure policy (:data:`lumen.simulator.recovery.POLICIES`) composes planner functions:
+
+- checkpointing policies place a holder for every admitted request
+  (:mod:`lumen.simulator.checkpoint`) and stream its KV pages there;
+- at a failure (``failures``: time and worker indices) each failed worker stops (its iteration
+  in flight is lost, its KV freed, the checkpoints it held for others are gone), every
+  unfinished request on it is interrupted with the valid prefix its holder has, and the
+  recovery problem is posed and solved by the policy's method
+  (:mod:`lumen.simulator.recovery`); routes restore, transfer, recompute or wait;
+- the failed worker reloads for the cost model's ``reload_timeline().total_s``; with
+  progressive recovery it loads a draft first and assists a survivor while the target weights
+  stream in (:mod:`lumen.simulator.progressive`); the gateway sends it nothing meanwhile.
+
+A request whose first token was out keeps its original TTFT. A worker that fails again while
+reloading restarts its reload, and the requests waiting for it are interrupted again. Failure
+events run before arrivals and iteration ends at the same time.
+
+Planner solve times are not charged to simulated time (the recovery plan takes effect at the
+failure instant).
 """
 
 from __future__ import annotations
@@ -20,20 +30,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from lumen.planner.builders import pairing_problem
 from lumen.planner.costmodel import CostModel
+from lumen.planner.problems import expected_tokens_per_step
+from lumen.planner.result import SolveSettings
+from lumen.simulator.checkpoint import CheckpointPlacer, valid_prefixes
 from lumen.simulator.gateway import Gateway
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.metrics import Distribution, summarize
-from lumen.simulator.recovery import Interrupted, check_policy, plan_recovery
-from lumen.simulator.worker import ARRIVAL_PRIORITY, RequestTable, Worker
+from lumen.simulator.progressive import pair_survivors
+from lumen.simulator.recovery import Interrupted, check_policy, plan_recovery, snapshot
+from lumen.simulator.worker import ARRIVAL_PRIORITY, Assist, RequestTable, Worker
 from lumen.workload.trace import Trace
 
-__all__ = ["SimulationResult", "SimulationSummary", "simulate"]
+__all__ = ["ClusterOptions", "SimulationResult", "SimulationSummary", "simulate"]
 
 # Failures at a given time run before the arrivals and iteration ends of that time: a request
 # arriving as its worker fails goes elsewhere, an iteration ending just then is lost.
@@ -79,7 +94,15 @@ class SimulationResult:
         interrupted_requests: how many requests were interrupted (at least once).
         recomputed_tokens: KV tokens lost to failures and computed again (the prompt chunks a
             prefilling request had done; prompt plus output but the newest token for a
-            decoding one).
+            decoding one) minus what checkpoints restored.
+        restored_tokens, restored_bytes: KV restored from checkpoints after failures.
+        checkpoint_bytes_sent: checkpoint bytes that left the workers' links;
+            ``checkpoint_bytes_dropped``: bytes still queued on a link when its worker failed.
+        unplaced_checkpoints: admissions that found no holder with budget.
+        peak_checkpoint_reserved_bytes: the most host memory any holder had reserved.
+        verify_steps: iterations that verified draft tokens (progressive recovery).
+        drafts_loaded: recovering workers that loaded a draft model.
+        recovery_modes: interrupted requests per recovery mode taken.
     """
 
     arrival_s: npt.NDArray[np.float64]
@@ -95,6 +118,52 @@ class SimulationResult:
     recomputed_tokens: int
     summary: SimulationSummary
     seed: int
+    policy: str = "stop-and-restart"
+    restored_tokens: int = 0
+    restored_bytes: int = 0
+    checkpoint_bytes_sent: int = 0
+    checkpoint_bytes_dropped: int = 0
+    unplaced_checkpoints: int = 0
+    peak_checkpoint_reserved_bytes: int = 0
+    verify_steps: int = 0
+    drafts_loaded: int = 0
+    recovery_modes: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterOptions:
+    """Cluster and policy parameters beyond the workers' batching.
+
+    Attributes:
+        workers_per_node: worker ``i`` is on node ``i // workers_per_node``.
+        checkpoint_budget_bytes: host memory per worker for holding checkpoints.
+        link_bytes_s: checkpoint link bandwidth per worker (None: the cost model's network).
+        holder_outside_node: a holder is never on its home's node.
+        alpha: weight of restore pressure in placement.
+        speculation_depth, acceptance_rate: the draft's K and a.
+        planner_time_limit_s: time limit of each planner solve.
+    """
+
+    workers_per_node: int = 1
+    checkpoint_budget_bytes: float = 0.0
+    link_bytes_s: float | None = None
+    holder_outside_node: bool = True
+    alpha: float = 1.0
+    speculation_depth: int = 4
+    acceptance_rate: float = 0.6
+    planner_time_limit_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.workers_per_node < 1:
+            raise ValueError(f"workers_per_node must be >= 1, got {self.workers_per_node}")
+        if not self.checkpoint_budget_bytes >= 0.0:
+            raise ValueError("checkpoint_budget_bytes must be >= 0")
+        if self.link_bytes_s is not None and not self.link_bytes_s > 0.0:
+            raise ValueError("link_bytes_s must be > 0")
+        if self.speculation_depth < 1 or not 0.0 <= self.acceptance_rate < 1.0:
+            raise ValueError("speculation needs depth >= 1 and 0 <= acceptance_rate < 1")
+        if not self.planner_time_limit_s > 0.0:
+            raise ValueError("planner_time_limit_s must be > 0")
 
 
 def simulate(
@@ -107,19 +176,22 @@ def simulate(
     kv_capacity_tokens: int | None = None,
     failures: Sequence[tuple[float, Sequence[int]]] = (),
     policy: str = "stop-and-restart",
+    options: ClusterOptions | None = None,
 ) -> SimulationResult:
     """Serve ``trace`` on ``workers`` identical workers, failing them as ``failures`` say.
 
     Args:
         kv_capacity_tokens: per-worker GPU KV cache in tokens; the cost model's when None.
-        seed: seeds the kernel's generator (nothing draws from it yet, so runs are identical
-            whatever the seed; later policies will).
+        seed: recorded with the result; the run itself is deterministic (speculation is
+            modelled by its expectation), so runs differ only through their inputs.
         failures: ``(time, worker indices)`` events; the workers fail together at that time.
-        policy: failure handling; only ``"stop-and-restart"`` so far.
+        policy: failure handling, a key of :data:`lumen.simulator.recovery.POLICIES`.
+        options: cluster and policy parameters (defaults: one worker per node, no budget).
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    check_policy(policy)
+    spec = check_policy(policy)
+    opts = options or ClusterOptions()
     events: list[tuple[float, list[int]]] = []
     for at, ids in failures:
         if not (math.isfinite(at) and at >= 0.0):
@@ -134,56 +206,212 @@ def simulate(
     table = RequestTable.create(
         arrivals, trace.prompt_tokens.tolist(), trace.output_tokens.tolist()
     )
-    pool = [
-        Worker(i, sim, cost_model, table, max_batch_size, prefill_chunk_tokens, kv_capacity_tokens)
-        for i in range(workers)
-    ]
-    gateway = Gateway(pool)
     n = len(arrivals)
-    reload_s = cost_model.reload_timeline().total_s
+    kv_bytes = cost_model.kv_bytes_per_token
+    settings = SolveSettings(time_limit_s=opts.planner_time_limit_s, threads=1)
+    link = (
+        cost_model.deployment.effective_network_bandwidth
+        if opts.link_bytes_s is None
+        else opts.link_bytes_s
+    )
+    nodes = [i // opts.workers_per_node for i in range(workers)]
+    placer: CheckpointPlacer | None = None
+    pool: list[Worker] = []
+    if spec.placement is not None and opts.checkpoint_budget_bytes > 0 and workers > 1:
+        placer = CheckpointPlacer(
+            spec.placement,
+            nodes,
+            opts.checkpoint_budget_bytes,
+            cost_model,
+            alpha=opts.alpha,
+            require_other_node=opts.holder_outside_node,
+        )
+        live_placer = placer
+
+        def on_admit(worker: Worker, rid: int) -> bool:
+            return live_placer.place(worker, rid, pool) >= 0
+
+        def on_end(worker: Worker, rid: int) -> None:
+            live_placer.release(rid)
+
+        pool = [
+            Worker(
+                i,
+                sim,
+                cost_model,
+                table,
+                max_batch_size,
+                prefill_chunk_tokens,
+                kv_capacity_tokens,
+                link_bytes_s=link,
+                on_admit=on_admit,
+                on_end=on_end,
+            )
+            for i in range(workers)
+        ]
+    else:
+        pool = [
+            Worker(
+                i, sim, cost_model, table, max_batch_size, prefill_chunk_tokens, kv_capacity_tokens
+            )
+            for i in range(workers)
+        ]
+    gateway = Gateway(pool)
+    timeline = cost_model.reload_timeline()
+    draft = cost_model.draft_cost_model() if spec.progressive else None
+    draft_s = cost_model.draft_load_time() if draft is not None else 0.0
+    reload_s = draft_s + timeline.total_s
+    assist = (
+        Assist(
+            opts.speculation_depth,
+            expected_tokens_per_step(opts.acceptance_rate, opts.speculation_depth),
+            draft,
+        )
+        if draft is not None
+        else None
+    )
     interrupted = [False] * n
     recomputed = 0
-    # Per worker that is down: its reload's end event and the requests that wait for it.
-    back: dict[int, EventHandle] = {}
-    waiting_for: dict[int, list[int]] = {}
+    restored_tokens = 0
+    modes: dict[str, int] = {}
+    # Per worker that is down: its timeline events and the requests that wait for it
+    # (request id, restored tokens, restore delay).
+    back: dict[int, list[EventHandle]] = {}
+    waiting_for: dict[int, list[tuple[int, int, float]]] = {}
+    assisting: dict[int, int] = {}  # recovering worker -> the survivor it drafts for
+    drafts_loaded = [0]
 
     def on_arrival(s: Simulation, rid: int) -> None:
         gateway.dispatch(rid, s.now)
         if rid + 1 < n:
             s.at(arrivals[rid + 1], on_arrival, rid + 1, ARRIVAL_PRIORITY)
 
+    def stop_assist(w: int) -> None:
+        survivor = assisting.pop(w, None)
+        if survivor is not None and not pool[survivor].down:
+            pool[survivor].set_assist(None)
+
     def on_failure(s: Simulation, failed: list[int]) -> None:
-        nonlocal recomputed
+        nonlocal recomputed, restored_tokens
         now = s.now
+        failed_set = set(failed)
         lost: list[Interrupted] = []
+        kv_lost: dict[int, int] = {}
+        # Checkpoints survive only on holders that are serving and not failing now.
+        dead = failed_set | {w.index for w in pool if w.down}
         for w in failed:
+            for drafter, survivor in list(assisting.items()):
+                if survivor == w:  # an assisted survivor failed: its draft has nobody to help
+                    del assisting[drafter]
             if w in back:  # failed again while reloading: restart the reload
-                s.cancel(back.pop(w))
-                lost.extend(
-                    Interrupted(rid, w, table.generated(rid)) for rid in waiting_for.pop(w, [])
-                )
-            for rid, generated, kv_lost in pool[w].fail(now):
-                lost.append(Interrupted(rid, w, generated))
-                recomputed += kv_lost
-            back[w] = s.at(now + reload_s, on_reloaded, w, ARRIVAL_PRIORITY)
+                for handle in back.pop(w):
+                    s.cancel(handle)
+                stop_assist(w)
+                for rid, _, _ in waiting_for.pop(w, []):
+                    lost.append(Interrupted(rid, w, table.generated(rid)))
+                    kv_lost[rid] = 0
+            prefixes = valid_prefixes(pool[w], now) if placer is not None else {}
+            for rid, generated, kv in pool[w].fail(now):
+                holder = table.holder[rid]
+                prefix = prefixes.get(rid, 0) if holder >= 0 and holder not in dead else 0
+                lost.append(Interrupted(rid, w, generated, holder if prefix else -1, prefix))
+                kv_lost[rid] = kv
+            if placer is not None:
+                placer.set_down(w, True)
+                for rid in list(placer.held_by[w]):
+                    home = table.worker[rid]
+                    if 0 <= home < workers and not pool[home].down:
+                        pool[home].drop_checkpoint(rid)
+                    placer.release(rid)
+        if placer is not None:
+            for r in lost:
+                placer.release(r.rid)
+        drafting = assist is not None and (not spec.draft_if_worth or draft_pays(failed, now))
+        reload_now = reload_s if drafting else timeline.total_s
+        for w in failed:
+            handles = [s.at(now + reload_now, on_reloaded, w, ARRIVAL_PRIORITY)]
+            if drafting:
+                handles.append(s.at(now + draft_s + timeline.ssd_to_host_s, on_in_host, w))
+            back[w] = handles
+        if drafting:
+            drafts_ready = s.at(now + draft_s, on_drafts_ready, list(failed))
+            for w in failed:
+                back[w].append(drafts_ready)
+            drafts_loaded[0] += len(failed)
+        emitted: dict[int, int] = {}
         for r in lost:
             interrupted[r.rid] = True
-            table.resume(r.rid, r.generated)
+            emitted[r.rid] = r.generated
         routes = plan_recovery(
-            pool, table, cost_model, failed, lost, now, policy, reload_s, prefill_chunk_tokens
+            pool,
+            table,
+            cost_model,
+            failed,
+            lost,
+            now,
+            policy,
+            reload_now,
+            prefill_chunk_tokens,
+            opts.workers_per_node,
+            settings,
         )
         for route in routes:
+            table.resume(route.rid, emitted[route.rid], route.restored)
+            recomputed += max(0, kv_lost.get(route.rid, 0) - route.restored)
+            restored_tokens += route.restored
+            modes[route.mode] = modes.get(route.mode, 0) + 1
             if route.wait:
-                waiting_for.setdefault(route.worker, []).append(route.rid)
+                waiting_for.setdefault(route.worker, []).append(
+                    (route.rid, route.restored, route.delay)
+                )
             else:
-                pool[route.worker].enqueue(route.rid)
+                pool[route.worker].enqueue(route.rid, route.delay)
+
+    def draft_pays(failed: list[int], now: float) -> bool:
+        """Whether the drafts of ``failed`` are expected to save more decode time on the
+        survivors than their load delays the reloads (lumen-optimal's decision)."""
+        state = snapshot(pool, table, cost_model, failed, [], now, opts.workers_per_node)
+        problem = pairing_problem(
+            state, cost_model, failed, opts.acceptance_rate, opts.speculation_depth
+        )
+        if problem.saved_s.size == 0:
+            return False
+        best = np.where(np.isfinite(problem.saved_s), problem.saved_s, 0.0).max(axis=1)
+        return float(best.sum()) > draft_s * len(failed)
+
+    def on_drafts_ready(s: Simulation, ready: list[int]) -> None:
+        assert assist is not None and spec.pairing is not None
+        rec = [w for w in ready if w in back and w not in assisting]
+        if not rec:
+            return
+        state = snapshot(pool, table, cost_model, [], [], s.now, opts.workers_per_node)
+        taken = set(assisting.values())
+        pairs = pair_survivors(
+            state,
+            cost_model,
+            rec,
+            taken,
+            opts.acceptance_rate,
+            opts.speculation_depth,
+            spec.pairing,
+            settings,
+        )
+        for w, survivor in pairs:
+            assisting[w] = survivor
+            pool[survivor].set_assist(assist)
+
+    def on_in_host(s: Simulation, w: int) -> None:
+        stop_assist(w)
 
     def on_reloaded(s: Simulation, w: int) -> None:
         del back[w]
+        stop_assist(w)
         worker = pool[w]
         worker.recover()
-        for rid in waiting_for.pop(w, []):
-            worker.enqueue(rid)
+        if placer is not None:
+            placer.set_down(w, False)
+        for rid, _, delay in waiting_for.pop(w, []):
+            worker.enqueue(rid, delay)
         gateway.release(s.now)
 
     if n:
@@ -202,12 +430,13 @@ def simulate(
     e2e = finish - arrival
     with np.errstate(divide="ignore", invalid="ignore"):
         tpot = np.where(output > 1, (finish - first) / (output - 1), np.nan)
+    worker_decode = [round(w.decode_tokens) for w in pool]
     summary = SimulationSummary(
         requests=n,
         ttft_s=summarize(ttft),
         tpot_s=summarize(tpot),
         e2e_s=summarize(e2e),
-        decode_tokens=sum(w.decode_tokens for w in pool),
+        decode_tokens=sum(worker_decode),
         prefill_tokens=sum(w.prefill_tokens for w in pool),
         makespan_s=float(np.nanmax(finish)) if n else 0.0,
         wall_s=wall,
@@ -220,11 +449,23 @@ def simulate(
         e2e_s=e2e,
         worker=np.asarray(table.worker, dtype=np.int64),
         output_tokens=output,
-        worker_decode_tokens=np.asarray([w.decode_tokens for w in pool], dtype=np.int64),
+        worker_decode_tokens=np.asarray(worker_decode, dtype=np.int64),
         worker_kv_peak_tokens=np.asarray([w.kv_peak_tokens for w in pool], dtype=np.int64),
         interrupted=np.asarray(interrupted, dtype=np.bool_),
         interrupted_requests=sum(interrupted),
         recomputed_tokens=recomputed,
         summary=summary,
         seed=seed,
+        policy=policy,
+        restored_tokens=restored_tokens,
+        restored_bytes=restored_tokens * kv_bytes,
+        checkpoint_bytes_sent=round(sum(w.stream.sent_bytes for w in pool)),
+        checkpoint_bytes_dropped=round(sum(w.stream.dropped_bytes for w in pool)),
+        unplaced_checkpoints=placer.unplaced if placer is not None else 0,
+        peak_checkpoint_reserved_bytes=(
+            round(max(placer.peak_reserved_bytes)) if placer is not None else 0
+        ),
+        verify_steps=sum(w.verify_steps for w in pool),
+        drafts_loaded=drafts_loaded[0],
+        recovery_modes=dict(sorted(modes.items())),
     )

@@ -1,6 +1,6 @@
 """One serving worker: Sarathi-Serve style continuous batching on top of the event kernel.
 
-Each engine iteration runs one decode token for every decoding request plus prompt chunks of
+Each engine iteration runs one decode step for every decoding request plus prompt chunks of
 requests still in prefill, so that decode and prefill tokens together stay within
 ``prefill_chunk_tokens`` (decode tokens always run; prefill gets what is left). At most
 ``max_batch_size`` requests are admitted (prefilling plus decoding) at once; the waiting queue is
@@ -17,36 +17,56 @@ token (TTFT = end of that iteration); each later decode iteration emits one more
 decode step of a request with ``d`` tokens already decoded attends to ``prompt + d - 1`` cached
 tokens (the KV of the newest token is written by that step).
 
+Draft assistance (:meth:`Worker.assist`): while a recovering worker drafts for this one, a
+decode step may be a verify step: ``K + 1`` query positions per decoding request, preceded by
+the draft's ``K`` proposal steps, and ``E = (1 - a^(K+1)) / (1 - a)`` tokens per request in
+expectation. The worker verifies only when that is expected to emit tokens faster than a plain
+step (``t_verify / E < t_plain``). Decode progress is therefore counted in a real-valued clock
+(:attr:`Worker.progress`, tokens per decoding request): a plain step adds 1, a verify step
+``E``; a request finishes once the clock has advanced by its remaining tokens. This is the
+expectation of speculative decoding, not a draw per step: the run stays deterministic.
+
 Failures (:meth:`Worker.fail`): the iteration in flight is cancelled (a pure-decode run keeps
 the iterations that already ended: their tokens were emitted), every KV reservation is freed
 and the unfinished requests are handed back with their progress. A request that resumes after
 an interruption is served like a new one whose prompt is its whole context so far (prompt plus
-the tokens it had generated, all re-prefilled) and whose output is what it still has to emit
-(:meth:`RequestTable.resume`); the KV it reserves is the same ``prompt + output``.
+the tokens it had generated) and whose output is what it still has to emit
+(:meth:`RequestTable.resume`); the first ``restored`` context tokens come from a KV checkpoint
+and are not prefilled again. Restores are copied host -> GPU one after the other on the
+worker's own channel (:meth:`Worker.enqueue` with a ``delay``) before the request queues.
+
+Checkpoint streaming: KV produced for requests that have a checkpoint holder is streamed over
+the worker's network link, modelled as a FIFO fluid queue of ``link_bytes_s``; see
+:mod:`lumen.simulator.checkpoint` for how the valid prefix at a failure follows from it.
 
 Speed: per-iteration work is O(prefilling requests + requests that finish), never O(batch).
 Decoding requests are tracked in aggregate (count and summed context, updated incrementally)
-and by a heap of finishing steps. When nothing but decoding is left to do, the worker plans a
-*run* of pure-decode iterations up to the next finish in one go (one event for the run) and
-cuts it short at the next iteration boundary when a new request arrives.
+and by a heap of finishing clock values. When nothing but decoding is left to do, the worker
+plans a *run* of pure-decode iterations up to the next finish in one go (one event for the
+run) and cuts it short at the next iteration boundary when a new request arrives.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lumen.planner.costmodel import BatchShape, CostModel
+from lumen.simulator.checkpoint import StreamHistory
 from lumen.simulator.kernel import EventHandle, Simulation
 
-__all__ = ["RequestTable", "Worker"]
+__all__ = ["Assist", "RequestTable", "Worker"]
 
 # Event priorities: at equal times arrivals are handled before iteration ends and worker
 # starts, so that requests arriving together can join the same iteration.
 ARRIVAL_PRIORITY = 0
 ITERATION_PRIORITY = 1
+# Slack on the decode clock: a request whose remaining tokens are within EPS of the clock is done.
+EPS = 1e-9
 
 
 @dataclass(slots=True)
@@ -56,7 +76,10 @@ class RequestTable:
     ``first_token_s`` and ``finish_s`` are NaN until the event happens; ``worker`` is -1 until
     the gateway dispatches the request. ``context_tokens`` and ``todo_tokens`` are what the
     serving worker prefills and then emits: the prompt and the output for a fresh request, the
-    context so far and the rest of the output for a resumed one (:meth:`resume`).
+    context so far and the rest of the output for a resumed one (:meth:`resume`), of which the
+    first ``restored`` tokens come from a checkpoint. ``holder`` is the worker holding the
+    request's KV checkpoint for its current attempt (-1: none); ``admit_s`` and
+    ``prefill_end_s`` time the current attempt's prefill (NaN until they happen).
     """
 
     arrival_s: list[float]
@@ -67,6 +90,10 @@ class RequestTable:
     worker: list[int]
     context_tokens: list[int]
     todo_tokens: list[int]
+    restored: list[int]
+    holder: list[int]
+    admit_s: list[float]
+    prefill_end_s: list[float]
 
     @classmethod
     def create(
@@ -85,23 +112,61 @@ class RequestTable:
             [-1] * n,
             list(prompt_tokens),
             list(output_tokens),
+            [0] * n,
+            [-1] * n,
+            [nan] * n,
+            [nan] * n,
         )
 
     def generated(self, rid: int) -> int:
         """Output tokens of ``rid`` emitted before its current (or next) serving attempt."""
         return self.output_tokens[rid] - self.todo_tokens[rid]
 
-    def resume(self, rid: int, generated: int) -> None:
-        """Serve ``rid`` from scratch with ``generated`` output tokens already emitted: its next
-        attempt re-prefills ``prompt + generated`` tokens and emits the remaining ones."""
+    def resume(self, rid: int, generated: int, restored: int = 0) -> None:
+        """Serve ``rid`` again with ``generated`` output tokens already emitted: its next
+        attempt prefills ``prompt + generated - restored`` tokens after ``restored`` ones
+        copied from a checkpoint, and emits the remaining ones."""
         out = self.output_tokens[rid]
         if not 0 <= generated < out:
             raise ValueError(f"request {rid}: cannot resume after {generated} of {out} tokens")
-        self.context_tokens[rid] = self.prompt_tokens[rid] + generated
+        context = self.prompt_tokens[rid] + generated
+        if not 0 <= restored < context:
+            raise ValueError(f"request {rid}: cannot restore {restored} of {context} tokens")
+        self.context_tokens[rid] = context
         self.todo_tokens[rid] = out - generated
+        self.restored[rid] = restored
+        self.admit_s[rid] = self.prefill_end_s[rid] = float("nan")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Assist:
+    """A draft model drafting ``depth`` tokens per decoding request for a worker.
+
+    Attributes:
+        tokens_per_step: expected tokens per request of one verify step, E.
+        draft: times the draft's proposal steps (on the assisting worker's hardware).
+    """
+
+    depth: int
+    tokens_per_step: float
+    draft: CostModel
+
+
+# Hooks the cluster gives workers: a request was admitted (returns whether it is checkpointed
+# now) / ended on this worker (finished; failures are handled by the cluster itself).
+AdmitHook = Callable[["Worker", int], bool]
+EndHook = Callable[["Worker", int], None]
+
+
+def _no_admit(worker: Worker, rid: int) -> bool:
+    return False
+
+
+def _no_end(worker: Worker, rid: int) -> None:
+    return None
 
 
 class Worker:
@@ -115,6 +180,8 @@ class Worker:
         max_batch_size: most requests admitted (prefilling plus decoding) at once.
         prefill_chunk_tokens: most new tokens (decode plus prefill) per iteration.
         kv_capacity_tokens: GPU KV cache in tokens; the cost model's figure when None.
+        link_bytes_s: bandwidth of the network link checkpoint pages leave on.
+        on_admit, on_end: checkpoint placement hooks (see :data:`AdmitHook`).
     """
 
     def __init__(
@@ -126,6 +193,9 @@ class Worker:
         max_batch_size: int = 512,
         prefill_chunk_tokens: int = 1024,
         kv_capacity_tokens: int | None = None,
+        link_bytes_s: float = math.inf,
+        on_admit: AdmitHook = _no_admit,
+        on_end: EndHook = _no_end,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -149,26 +219,35 @@ class Worker:
         self.prefill_s_per_token = (
             cost_model.prefill_time(prefill_chunk_tokens) / prefill_chunk_tokens
         )
+        self.on_admit = on_admit
+        self.on_end = on_end
+        self.stream = StreamHistory(link_bytes_s, cost_model.kv_bytes_per_token)
 
-        # Queues. ``_prefilled`` maps an admitted request in prefill to its computed tokens.
+        # Queues. ``_prefilling`` maps an admitted request in prefill to its computed tokens.
         self._waiting: deque[int] = deque()
         self._prefilling: dict[int, int] = {}
         self._decode_seqs = 0
-        self._decode_context = 0  # summed over decoding requests, for the next iteration
-        self._finish_heap: list[tuple[int, int]] = []  # (last decode step, request id)
+        self._decode_ckpt = 0  # decoding requests with a checkpoint holder
+        self._decode_context = 0.0  # summed over decoding requests, for the next iteration
+        self._finish_heap: list[tuple[float, int]] = []  # (clock value when done, request id)
+        self._restores: dict[int, EventHandle] = {}  # request id -> its enqueue after a restore
+        self._restore_free_s = 0.0  # when the host -> GPU channel is free again
 
         # Accounting read by the gateway and the tests.
         self.step = 0  # iterations completed
+        self.progress = 0.0  # decode clock: tokens per decoding request so far
         self.kv_reserved_tokens = 0
         self.kv_peak_tokens = 0
         self.pending_prefill_tokens = 0  # prompt tokens not yet computed (waiting + prefilling)
-        self.decode_tokens = 0  # output tokens emitted
+        self.decode_tokens = 0.0  # output tokens emitted
         self.prefill_tokens = 0  # prompt tokens computed
+        self.verify_steps = 0  # iterations that verified draft tokens
         self.busy_s = 0.0
 
         # The run in flight: end times of its iterations (a single one for a mixed iteration).
         self._run_ends: list[float] = []
         self._run_decode_only = False
+        self._run_rate = 1.0  # decode clock advance per iteration of the run in flight
         self._run_chunks: list[tuple[int, int]] = []  # (request id, chunk) of a mixed iteration
         self._run_handle: EventHandle | None = None
         self._start_pending = False
@@ -176,6 +255,7 @@ class Worker:
         self._run_start = 0.0
         self.down = False  # failed and not yet reloaded: takes no requests
         self.failures = 0
+        self.assist: Assist | None = None
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -186,8 +266,13 @@ class Worker:
 
     @property
     def active_requests(self) -> int:
-        """Requests on this worker that have not finished (waiting, prefilling, decoding)."""
-        return len(self._waiting) + len(self._prefilling) + self._decode_seqs
+        """Requests on this worker that have not finished (restoring, waiting, prefilling,
+        decoding)."""
+        return len(self._restores) + len(self._waiting) + len(self._prefilling) + self._decode_seqs
+
+    @property
+    def decoding(self) -> int:
+        return self._decode_seqs
 
     def iteration_remaining_s(self, now: float) -> float:
         """Time until the iteration in flight ends (when a new request could join), 0 if idle."""
@@ -207,8 +292,8 @@ class Worker:
 
     @property
     def queue_length(self) -> int:
-        """Requests waiting to be admitted."""
-        return len(self._waiting)
+        """Requests waiting to be admitted (restoring ones included)."""
+        return len(self._waiting) + len(self._restores)
 
     def _completed_in_run(self, now: float) -> int:
         """Iterations of the run in flight that ended before ``now`` (only a pure-decode run
@@ -220,15 +305,21 @@ class Worker:
         assert done < len(self._run_ends), "the run's end event should have fired"
         return done
 
+    def clock(self, now: float) -> float:
+        """The decode clock at ``now`` (iterations of a pure-decode run that ended count)."""
+        return self.progress + self._completed_in_run(now) * self._run_rate
+
     def admitted(self, now: float) -> list[tuple[int, int, int]]:
         """``(request id, output tokens emitted, KV tokens computed)`` of every admitted
         request at ``now``, by request id; counts include the iterations of a pure-decode run
         that ended before ``now``."""
         req = self.requests
         out = [(rid, req.generated(rid), done) for rid, done in self._prefilling.items()]
-        nxt = self.step + self._completed_in_run(now)
-        for last, rid in self._finish_heap:
-            emitted = req.todo_tokens[rid] - (last - nxt + 1)  # first token included
+        cur = self.clock(now)
+        for done_at, rid in self._finish_heap:
+            todo = req.todo_tokens[rid]
+            start = done_at - (todo - 1)  # the clock when its first token came out
+            emitted = min(todo - 1, 1 + math.floor(cur - start + EPS))
             out.append((rid, req.generated(rid) + emitted, req.context_tokens[rid] + emitted - 1))
         out.sort()
         return out
@@ -238,25 +329,32 @@ class Worker:
         unfinished request as ``(request id, output tokens emitted, KV tokens lost)``, by id.
 
         Iterations of a pure-decode run that ended before ``now`` still count (their tokens
-        were emitted); the iteration in flight, or one ending exactly at ``now``, is lost. The
-        worker takes no requests until :meth:`recover`.
+        were emitted); the iteration in flight, or one ending exactly at ``now``, is lost.
+        Requests still being restored are returned too (nothing of them was on the GPU yet).
+        The worker takes no requests until :meth:`recover`.
         """
         req = self.requests
         lost = self.admitted(now)
         lost.extend((rid, req.generated(rid), 0) for rid in self._waiting)
+        lost.extend((rid, req.generated(rid), 0) for rid in self._restores)
         lost.sort()
         k = self._completed_in_run(now)
-        self.decode_tokens += self._decode_seqs * k
+        self.decode_tokens += self._decode_seqs * k * self._run_rate
+        self.progress += k * self._run_rate
         self.step += k
         if self._run_handle is not None:
             self.busy_s += now - self._run_start
             self.sim.cancel(self._run_handle)
         if self._start_handle is not None:
             self.sim.cancel(self._start_handle)
+        for handle in self._restores.values():
+            self.sim.cancel(handle)
+        self._restores.clear()
         self._waiting.clear()
         self._prefilling.clear()
         self._decode_seqs = 0
-        self._decode_context = 0
+        self._decode_ckpt = 0
+        self._decode_context = 0.0
         self._finish_heap = []
         self.kv_reserved_tokens = 0
         self.pending_prefill_tokens = 0
@@ -268,6 +366,8 @@ class Worker:
         self._start_pending = False
         self.down = True
         self.failures += 1
+        self.assist = None
+        self.stream.reset(now)
         return lost
 
     def recover(self) -> None:
@@ -276,8 +376,9 @@ class Worker:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def enqueue(self, rid: int) -> None:
-        """Accept request ``rid`` (at the current simulation time)."""
+    def enqueue(self, rid: int, delay: float = 0.0) -> None:
+        """Accept request ``rid`` now; with ``delay`` > 0 it first takes the worker's host ->
+        GPU channel for that long (a checkpoint restore, after the restores before it)."""
         if self.down:
             raise RuntimeError(f"worker {self.index} is down and cannot take request {rid}")
         req = self.requests
@@ -288,13 +389,45 @@ class Worker:
                 f"{self.kv_capacity_tokens}"
             )
         req.worker[rid] = self.index
+        if delay > 0.0:
+            ready = max(self.sim.now, self._restore_free_s) + delay
+            self._restore_free_s = ready
+            self._restores[rid] = self.sim.at(ready, self._on_restored, rid, ARRIVAL_PRIORITY)
+            return
+        self._queue(rid)
+
+    def _on_restored(self, sim: Simulation, rid: int) -> None:
+        del self._restores[rid]
+        self._queue(rid)
+
+    def _queue(self, rid: int) -> None:
+        req = self.requests
         self._waiting.append(rid)
-        self.pending_prefill_tokens += req.context_tokens[rid]
+        self.pending_prefill_tokens += req.context_tokens[rid] - req.restored[rid]
+        self._wake()
+
+    def _wake(self) -> None:
+        """Re-plan at the next iteration boundary (start now if idle)."""
         if self.idle:
             self._start_pending = True
             self._start_handle = self.sim.at(self.sim.now, self._on_start, None, ITERATION_PRIORITY)
         elif self._run_decode_only:
             self._cut_run(self.sim.now)
+
+    def set_assist(self, assist: Assist | None) -> None:
+        """Start (or with None, stop) verifying a draft's tokens from the next iteration on."""
+        self.assist = assist
+        if not self.down:
+            self._wake()
+
+    def drop_checkpoint(self, rid: int) -> None:
+        """``rid`` (on this worker) lost its checkpoint holder: stop streaming its KV."""
+        req = self.requests
+        if req.holder[rid] < 0:
+            return
+        req.holder[rid] = -1
+        if rid not in self._prefilling and rid not in self._waiting and rid not in self._restores:
+            self._decode_ckpt -= 1
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -314,6 +447,41 @@ class Worker:
         del ends[keep:]
         self._run_handle = self.sim.at(ends[-1], self._on_run_end, None, ITERATION_PRIORITY)
 
+    def _step_time(self, shape: BatchShape) -> tuple[float, float]:
+        """Duration and decode clock advance of an iteration doing ``shape`` (a verify step
+        when a draft assists and that is expected to be faster per token)."""
+        plain = self.cost_model.batch_time(shape)
+        assist = self.assist
+        b = shape.decode_seqs
+        if assist is None or b == 0:
+            return plain, 1.0
+        verify_shape = BatchShape(
+            prefill_tokens=shape.prefill_tokens,
+            prefill_attention=shape.prefill_attention,
+            prefill_seqs=shape.prefill_seqs,
+            decode_seqs=b,
+            decode_context_tokens=shape.decode_context_tokens,
+            decode_query_tokens=b * (assist.depth + 1),
+        )
+        draft = assist.depth * assist.draft.decode_step_time(b, int(shape.decode_context_tokens))
+        verify = draft + self.cost_model.batch_time(verify_shape)
+        e = assist.tokens_per_step
+        # Verify when the extra time buys more than the plain decode steps it saves.
+        decode_only = (
+            plain
+            if shape.prefill_tokens == 0
+            else self.cost_model.batch_time(
+                BatchShape(
+                    decode_seqs=b,
+                    decode_context_tokens=shape.decode_context_tokens,
+                    decode_query_tokens=b,
+                )
+            )
+        )
+        if verify - plain < (e - 1.0) * decode_only:
+            return verify, e
+        return plain, 1.0
+
     def _plan(self, now: float) -> None:
         """Choose and schedule the next iteration (or run of decode iterations)."""
         self._run_start = now
@@ -329,18 +497,21 @@ class Worker:
                 self._run_handle = None
                 return
             # Pure decode until the next request finishes (or a new one arrives).
-            n = self._finish_heap[0][0] - self.step + 1
-            batch_time = self.cost_model.batch_time
+            shape = BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
+            _, rate = self._step_time(shape)
+            n = max(1, math.ceil((self._finish_heap[0][0] - self.progress) / rate - EPS))
             ends: list[float] = []
             t = now
             for _ in range(n):
-                t += batch_time(
-                    BatchShape(decode_seqs=b, decode_context_tokens=ctx, decode_query_tokens=b)
+                step, _ = self._step_time(
+                    BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
                 )
+                t += step
                 ends.append(t)
-                ctx += b
+                ctx += b * rate
             self._run_ends = ends
             self._run_decode_only = True
+            self._run_rate = rate
             self._run_chunks = chunks
             self._run_handle = self.sim.at(t, self._on_run_end, None, ITERATION_PRIORITY)
             return
@@ -354,19 +525,22 @@ class Worker:
             prefill_attention=pairs,
             prefill_seqs=len(chunks),
             decode_seqs=b,
-            decode_context_tokens=ctx,
+            decode_context_tokens=int(ctx),
             decode_query_tokens=b,
         )
-        end = now + self.cost_model.batch_time(shape)
+        step, rate = self._step_time(shape)
+        end = now + step
         self._run_ends = [end]
         self._run_decode_only = False
+        self._run_rate = rate
         self._run_chunks = chunks
         self._run_handle = self.sim.at(end, self._on_run_end, None, ITERATION_PRIORITY)
 
     def _take_prefill(self, budget: int) -> list[tuple[int, int]]:
         """Prompt chunks for the next iteration: part-prefilled requests first, then admissions."""
         chunks: list[tuple[int, int]] = []
-        prompt = self.requests.context_tokens
+        req = self.requests
+        prompt = req.context_tokens
         for rid, done in self._prefilling.items():
             chunk = min(prompt[rid] - done, budget)
             chunks.append((rid, chunk))
@@ -374,8 +548,9 @@ class Worker:
             if budget == 0:
                 return chunks
         waiting = self._waiting
-        output = self.requests.todo_tokens
+        output = req.todo_tokens
         running = len(self._prefilling) + self._decode_seqs
+        now = self.sim.now
         while waiting and budget > 0 and running < self.max_batch_size:
             rid = waiting[0]
             need = prompt[rid] + output[rid]
@@ -385,9 +560,14 @@ class Worker:
             self.kv_reserved_tokens += need
             if self.kv_reserved_tokens > self.kv_peak_tokens:
                 self.kv_peak_tokens = self.kv_reserved_tokens
-            self._prefilling[rid] = 0
+            restored = req.restored[rid]
+            self._prefilling[rid] = restored
+            req.admit_s[rid] = now
             running += 1
-            chunk = min(prompt[rid], budget)
+            if self.on_admit(self, rid) and restored:
+                # The restored prefix is streamed to the new holder like freshly computed KV.
+                self.stream.produce(now, restored, self.progress)
+            chunk = min(prompt[rid] - restored, budget)
             chunks.append((rid, chunk))
             budget -= chunk
         return chunks
@@ -397,39 +577,57 @@ class Worker:
         ends = self._run_ends
         n = len(ends)
         b = self._decode_seqs
+        rate = self._run_rate
+        if rate != 1.0:
+            self.verify_steps += n
         self.busy_s += now - self._run_start
         self.step += n
-        self.decode_tokens += b * n
-        self._decode_context += b * n
+        self.progress += n * rate
+        self.decode_tokens += b * n * rate
+        self._decode_context += b * n * rate
+        streamed = self._decode_ckpt * n * rate
         req = self.requests
         prompt, output = req.context_tokens, req.todo_tokens
-        # Requests whose last decode step was the final iteration of this run.
+        # Requests whose clock ran out in this run (a verify step may overshoot: the tokens
+        # past the end were never emitted).
         heap = self._finish_heap
-        last = self.step - 1
-        while heap and heap[0][0] <= last:
-            _, rid = heapq.heappop(heap)
-            self._finish(rid, now)
+        clock = self.progress
+        while heap and heap[0][0] <= clock + EPS:
+            done_at, rid = heapq.heappop(heap)
+            over = clock - done_at
+            self.decode_tokens -= over
+            self._decode_context -= prompt[rid] + output[rid] - 1 + over
+            if req.holder[rid] >= 0:
+                self._decode_ckpt -= 1
+                streamed -= over
             self._decode_seqs -= 1
-            self._decode_context -= prompt[rid] + output[rid] - 1
+            self._finish(rid, now)
         # Prompt chunks of a mixed iteration.
         for rid, chunk in self._run_chunks:
             done = self._prefilling[rid] + chunk
             self.prefill_tokens += chunk
             self.pending_prefill_tokens -= chunk
+            if req.holder[rid] >= 0:
+                streamed += chunk
             if done < prompt[rid]:
                 self._prefilling[rid] = done
                 continue
             del self._prefilling[rid]
+            req.prefill_end_s[rid] = now
             if req.first_token_s[rid] != req.first_token_s[rid]:  # NaN: not emitted before
                 req.first_token_s[rid] = now
             self.decode_tokens += 1
             if output[rid] == 1:
                 self._finish(rid, now)
                 continue
-            # Decodes in iterations step .. step + output - 2 (``step`` is the next one).
-            heapq.heappush(heap, (self.step + output[rid] - 2, rid))
+            # Done once the clock has advanced by the remaining tokens.
+            heapq.heappush(heap, (clock + output[rid] - 1, rid))
             self._decode_seqs += 1
             self._decode_context += prompt[rid]
+            if req.holder[rid] >= 0:
+                self._decode_ckpt += 1
+        if streamed > 0:
+            self.stream.produce(now, streamed, clock)
         self._run_chunks = []
         self._run_handle = None
         self._plan(now)
@@ -438,3 +636,4 @@ class Worker:
         req = self.requests
         req.finish_s[rid] = now
         self.kv_reserved_tokens -= req.context_tokens[rid] + req.todo_tokens[rid]
+        self.on_end(self, rid)

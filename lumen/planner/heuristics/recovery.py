@@ -102,8 +102,18 @@ def solve_lumen(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     KV room for a request are skipped in both steps (a holder without room sends the request to
     the least-loaded survivor with room; a request that fits nowhere else is not moved).
     """
+    return _locality(problem, "lumen", rebalance=True)
+
+
+def solve_restore_on_holder(problem: RecoveryProblem, settings: SolveSettings) -> Result:
+    """Fixed-Checkpointing's recovery (DejaVu style): step 1 of :func:`solve_lumen` alone.
+    Each request is restored on its holder whatever that holder's load; requests whose holder
+    is dead (or has no KV room) are recomputed on the least-loaded survivor."""
+    return _locality(problem, "restore-on-holder", rebalance=False)
+
+
+def _locality(problem: RecoveryProblem, method: str, rebalance: bool) -> Result:
     start = time.perf_counter()
-    method = "lumen"
     p = processing_times(problem)
     reason = infeasibility_reason(problem, p)
     if reason:
@@ -132,6 +142,8 @@ def solve_lumen(problem: RecoveryProblem, settings: SolveSettings) -> Result:
         load[j] += 1
         room[j] -= kv[i]
 
+    if not rebalance:
+        return _result(method, problem, machine, start, p)
     mean = float(load[survivor].mean()) if survivor.any() else 0.0
     # Candidates per holder, shortest prefix first: the rule pops them in this order.
     queue: dict[int, list[int]] = {}
