@@ -1,11 +1,15 @@
 """Simulator speed: wall time, peak memory and simulated decode tokens per wall second.
 
 (a) the paper's 10-worker Llama-3-70B scenario, 15,000 requests, with its failure (worker 4 at
-    300 s, Stop-and-Restart) and without;
+    300 s) and without;
 (b) 64 workers, one simulated hour of the Azure conversation trace at 1.4 QPS per worker, one
-    worker failing at 30 minutes (Stop-and-Restart).
+    worker failing at 30 minutes.
 
-Usage: python benchmarks/bench_simulator.py [--quick]   (--quick: 3 simulated minutes for (b))
+Both run the chosen policy (default lumen: checkpoint placement and streaming for every
+request, recovery planning, draft pairing) with the scenarios' cluster options.
+
+Usage: python benchmarks/bench_simulator.py [--quick] [--policy NAME]
+(--quick: 3 simulated minutes for (b))
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lumen.scenarios.resolve import build_trace, load_scenario
 from lumen.simulator.cluster import simulate
+from lumen.simulator.recovery import POLICIES
+from lumen.simulator.run import cluster_options
 from lumen.workload import BUNDLED_TRACES, load_trace
 
 
@@ -32,6 +38,12 @@ def _peak_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="simulate 3 minutes for (b)")
+    parser.add_argument(
+        "--policy",
+        default="lumen",
+        choices=sorted(POLICIES),
+        help="failure policy (default lumen: checkpoint streaming and progressive recovery)",
+    )
     args = parser.parse_args()
     print(
         f"simulator benchmark: python {platform.python_version()}, {platform.machine()},"
@@ -40,18 +52,27 @@ def main() -> None:
 
     loaded = load_scenario("paper-sim-10w-llama3-70b")
     trace = build_trace(loaded)
-    print(f"\n(a) paper-sim-10w-llama3-70b: {len(trace):,} requests, 10 workers")
+    options = cluster_options(loaded.scenario)
+    print(
+        f"\n(a) paper-sim-10w-llama3-70b: {len(trace):,} requests, 10 workers, policy {args.policy}"
+    )
     for label, failures in (("failure-free", ()), ("worker 4 fails at 300 s", ((300.0, [4]),))):
         start = time.perf_counter()
         result = simulate(
-            trace, loaded.cost_model, loaded.scenario.cluster.workers, failures=failures
+            trace,
+            loaded.cost_model,
+            loaded.scenario.cluster.workers,
+            failures=failures,
+            policy=args.policy,
+            options=options,
         )
         wall = time.perf_counter() - start
         s = result.summary
         print(
             f"    {label}: wall {wall:.2f} s, mean TTFT {s.ttft_s.mean:.3f} s,"
             f" mean TPOT {1e3 * s.tpot_s.mean:.1f} ms, {result.interrupted_requests} interrupted,"
-            f" {result.recomputed_tokens:,} tokens recomputed"
+            f" {result.recomputed_tokens:,} tokens recomputed,"
+            f" {result.restored_tokens:,} restored"
         )
     print(
         f"    wall {wall:.2f} s, {s.decode_tokens:,} decode tokens,"
@@ -63,14 +84,22 @@ def main() -> None:
     rate = 1.4 * 64
     base = load_trace(BUNDLED_TRACES["azure-conv-2023"])
     big = base.tile(int(rate * seconds) + 1).rescale(rate)
-    cost = load_scenario("scale-64w-llama3-70b").cost_model
+    scale = load_scenario("scale-64w-llama3-70b")
     start = time.perf_counter()
-    result = simulate(big, cost, 64, failures=((seconds / 2, [0]),))
+    result = simulate(
+        big,
+        scale.cost_model,
+        64,
+        failures=((seconds / 2, [0]),),
+        policy=args.policy,
+        options=cluster_options(scale.scenario),
+    )
     wall = time.perf_counter() - start
     s = result.summary
     print(
         f"\n(b) 64 workers, {seconds / 60:.0f} simulated minutes of the Azure conversation trace"
-        f" at {rate:.1f} QPS: {len(big):,} requests, worker 0 fails halfway"
+        f" at {rate:.1f} QPS: {len(big):,} requests, worker 0 fails halfway,"
+        f" policy {args.policy}"
     )
     print(
         f"    wall {wall:.2f} s ({s.makespan_s / wall:.0f}x faster than real time),"

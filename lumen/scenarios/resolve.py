@@ -125,8 +125,12 @@ def build_deployment(s: Scenario) -> Deployment:
 
 
 def build_cost_model(s: Scenario) -> RooflineCostModel:
+    """The roofline cost model of the scenario's worker. A recovering worker runs its draft
+    model over all of its GPUs (the draft has the worker to itself while the target loads)."""
     draft = None if s.cluster.draft_model is None else get_model_profile(s.cluster.draft_model)
-    return RooflineCostModel(build_deployment(s), draft=draft)
+    return RooflineCostModel(
+        build_deployment(s), draft=draft, draft_tensor_parallel=s.cluster.tensor_parallel
+    )
 
 
 def build_workers(s: Scenario) -> list[Worker]:
