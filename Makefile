@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench proto clean
+.PHONY: demo test lint typecheck unit bench proto golden clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -40,10 +40,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_recovery.py
 	$(BIN)/python benchmarks/bench_engine.py
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_service.py
 
 # Regenerate the gRPC stubs from lumen/proto/lumen/v1/*.proto (commit the result).
 proto: $(STAMP)
 	$(BIN)/python -m lumen.proto.generate
+
+# Regenerate the simulator's golden scenario summaries in tests/golden/ after an intended model
+# change (review the diff, then commit it); tests/test_golden.py checks them.
+golden: $(STAMP)
+	$(BIN)/python -m lumen.simulator.golden --update
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

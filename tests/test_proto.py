@@ -15,8 +15,16 @@ from lumen.proto.gen.v1 import executor_pb2, planner_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (planner_pb2.DESCRIPTOR, executor_pb2.DESCRIPTOR)
-#: The thin gRPC adapter (DESIGN.md 4, STYLE.md 7): the only planner module that may import stubs.
-ADAPTERS = frozenset({"lumen/planner/servicer.py"})
+#: The thin gRPC adapters (DESIGN.md 4, STYLE.md 7): the only planner modules that may import
+#: stubs: the servicer, the client, their shared message conversion and the server (health).
+ADAPTERS = frozenset(
+    {
+        "lumen/planner/servicer.py",
+        "lumen/planner/client.py",
+        "lumen/planner/service/wire.py",
+        "lumen/planner/service/server.py",
+    }
+)
 
 
 def test_generated_stubs_match_the_proto_files() -> None:

@@ -127,7 +127,8 @@ def schema(
 
 
 def demo() -> None:
-    """The main job: validate every bundled scenario and summarize each."""
+    """The main job: validate and summarize every bundled scenario, compare the planner's
+    backends on one failure, and simulate the paper's headline comparison."""
     rows: list[tuple[str, ScenarioSummary | None, str]] = []
     for name, path in bundled_scenarios().items():
         try:
@@ -165,6 +166,10 @@ def demo() -> None:
     featured = load_scenario("failures-8w-x4")
     for problem in ("placement", "recovery", "pairing"):
         out.print(compare_methods(featured, problem, time_limit_s=5.0))
+    # The simulator on the paper's 4-worker testbed: every policy on the same failure.
+    from lumen.cli.sim_cmds import demo_headline
+
+    out.print(demo_headline())
     invalid = sum(1 for _, s, _ in rows if s is None)
     if invalid:
         raise typer.Exit(1)

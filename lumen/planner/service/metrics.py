@@ -1,0 +1,94 @@
+"""Prometheus metrics of the planner service: RPCs, solves, the view, served over HTTP.
+
+Each server owns its :class:`ServiceMetrics` with a private registry (tests and benchmarks run
+several servers in one process; the global default registry would refuse the second).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from lumen.planner.result import SolveResult
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_GAP_BUCKETS = (0.0, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class ServiceMetrics:
+    """Counters and histograms of one planner server."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.rpcs = Counter(
+            "lumen_planner_rpcs",
+            "RPCs handled, by method and status code",
+            ["method", "code"],
+            registry=r,
+        )
+        self.rpc_latency = Histogram(
+            "lumen_planner_rpc_latency_seconds",
+            "RPC handling time (streams: time subscribed)",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.solves = Counter(
+            "lumen_planner_solves",
+            "Solves, by problem, backend and termination",
+            ["problem", "method", "termination"],
+            registry=r,
+        )
+        self.solve_time = Histogram(
+            "lumen_planner_solve_seconds",
+            "Solver wall time",
+            ["problem", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.gap = Histogram(
+            "lumen_planner_solve_gap",
+            "Relative optimality gap of solves that report a bound",
+            ["problem"],
+            buckets=_GAP_BUCKETS,
+            registry=r,
+        )
+        self.state_version = Gauge(
+            "lumen_planner_state_version", "Version of the planner's cluster view", registry=r
+        )
+        self.subscribers = Gauge("lumen_planner_subscribers", "Open WatchPlans streams", registry=r)
+        self._http: Any = None
+        self._lock = threading.Lock()
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        self.rpcs.labels(method, code).inc()
+        self.rpc_latency.labels(method).observe(seconds)
+
+    def observe_solve(self, problem: str, result: SolveResult[Any]) -> None:
+        self.solves.labels(problem, result.method, result.termination.value).inc()
+        self.solve_time.labels(problem, result.method).observe(result.wall_time_s)
+        gap = result.gap
+        if gap is not None:
+            self.gap.labels(problem).observe(gap)
+
+    def render(self) -> str:
+        """The text exposition format (what the HTTP endpoint serves)."""
+        return generate_latest(self.registry).decode("utf-8")
+
+    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
+        """Serve ``/metrics`` on ``port`` (0: any free port); returns the bound port."""
+        with self._lock:
+            if self._http is None:
+                self._http, _ = start_http_server(port, address, registry=self.registry)
+            return int(self._http.server_port)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.shutdown()
+                self._http.server_close()
+                self._http = None

@@ -1,0 +1,189 @@
+"""The planner server: the servicer plus standard gRPC service hygiene (STYLE.md 8).
+
+:func:`create_server` builds everything and binds the port (port 0 picks a free one) and returns
+the server with its bound port; :meth:`PlannerServer.start` starts it and :func:`serve` runs it
+until SIGTERM or SIGINT. Around the planner service:
+
+- ``grpc.health.v1.Health``: NOT_SERVING from creation until :meth:`PlannerServer.start` has
+  started the controller, SERVING while up, NOT_SERVING again before a graceful stop (health
+  checks need no token);
+- server reflection (``grpcurl list`` works);
+- graceful shutdown: health flips, subscribers' streams end, running solves are cancelled and
+  in-flight unary calls get ``grace_s`` to finish;
+- optional TLS (server certificate and key) and a bearer-token check;
+- Prometheus metrics on an HTTP port (``/metrics``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lumen.planner.controller import Controller, ControllerConfig
+from lumen.planner.service.auth import BearerTokenInterceptor
+from lumen.planner.service.metrics import ServiceMetrics
+from lumen.planner.servicer import SERVICE_NAME, PlannerServicer, add_to_server
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server listens; every field has a safe default for tests (localhost, port 0)."""
+
+    address: str = "127.0.0.1:0"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token: str | None = None
+    #: Serve Prometheus metrics on this port (0: any free port; None: no HTTP endpoint).
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
+    #: Handler threads: bounds concurrent unary calls plus open WatchPlans streams.
+    max_workers: int = 64
+    max_message_bytes: int = 256 << 20
+    grace_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key")
+        if self.max_workers < 2:
+            raise ValueError("max_workers must be >= 2")
+
+
+class PlannerServer:
+    """A bound, not yet started planner server (see :func:`create_server`)."""
+
+    def __init__(
+        self,
+        server: grpc.Server,
+        controller: Controller,
+        health_servicer: health.HealthServicer,
+        metrics: ServiceMetrics,
+        port: int,
+        config: ServerConfig,
+    ) -> None:
+        self.grpc_server = server
+        self.controller = controller
+        self.health = health_servicer
+        self.metrics = metrics
+        self.port = port
+        self.config = config
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = self.config.address.rsplit(":", 1)[0]
+        if host in ("", "0.0.0.0", "[::]", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        """Start serving: :meth:`listen`, then :meth:`mark_ready`."""
+        self.listen()
+        self.mark_ready()
+
+    def listen(self) -> None:
+        """Accept calls (health still says NOT_SERVING) and serve metrics."""
+        self.grpc_server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(
+                self.config.metrics_port, self.config.metrics_address
+            )
+
+    def mark_ready(self) -> None:
+        """Start the controller's background work, then report SERVING."""
+        self.controller.start()
+        self.health.set("", SERVING)
+        self.health.set(SERVICE_NAME, SERVING)
+        log.info("planner serving on port %d", self.port)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop (idempotent): NOT_SERVING first, then streams end, solves are
+        cancelled, in-flight calls get ``grace_s`` to finish."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self.health.enter_graceful_shutdown()
+            self.controller.stop()
+            grace = self.config.grace_s if grace_s is None else grace_s
+            self.grpc_server.stop(grace).wait()
+            self.metrics.close()
+            self._stopped.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until stopped; False on timeout."""
+        return self._stopped.wait(timeout_s)
+
+
+def create_server(
+    controller_config: ControllerConfig, config: ServerConfig | None = None
+) -> tuple[PlannerServer, int]:
+    """Build the planner server and bind its port; returns it (not started) and the port."""
+    config = config or ServerConfig()
+    metrics = ServiceMetrics()
+    controller = Controller(controller_config, on_solve=metrics.observe_solve)
+    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_workers, thread_name_prefix="lumen-rpc"
+        ),
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=None,
+    )
+    add_to_server(PlannerServicer(controller, metrics), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", NOT_SERVING)
+    health_servicer.set(SERVICE_NAME, NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if config.tls_cert is not None and config.tls_key is not None:
+        credentials = grpc.ssl_server_credentials(
+            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
+        )
+        port = server.add_secure_port(config.address, credentials)
+    else:
+        port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"could not bind {config.address}")
+    return PlannerServer(server, controller, health_servicer, metrics, port, config), port
+
+
+def serve(server: PlannerServer) -> None:
+    """Start ``server`` and run it until SIGTERM or SIGINT, then stop it gracefully."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping gracefully", signum)
+        # Stop outside the handler: it waits on in-flight calls.
+        threading.Thread(target=server.stop, name="lumen-stop", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        while not server.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
