@@ -154,14 +154,40 @@ def test_slo_attainment(base_result: SimulationResult) -> None:
 
 def test_model_counters_read_the_result(base_result: SimulationResult) -> None:
     counters = model_counters(base_result)
-    assert counters == dict.fromkeys(
-        ("restored_tokens", "restored_bytes", "checkpoint_bytes_sent"), 0
-    )  # no failure, and Stop-and-Restart checkpoints nothing
-    given = SimpleNamespace(restored_tokens=7, restored_bytes=700, checkpoint_bytes_sent=9000)
+    # No failure, and Stop-and-Restart checkpoints nothing and loads no draft.
+    assert set(counters) == {
+        "restored_tokens",
+        "restored_bytes",
+        "checkpoint_bytes_sent",
+        "checkpoint_bytes_dropped",
+        "restore_requests",
+        "transfer_requests",
+        "recompute_requests",
+        "wait_requests",
+        "drafts_loaded",
+        "verify_steps",
+    }
+    assert all(v == 0 for v in counters.values())
+    given = SimpleNamespace(
+        restored_tokens=7,
+        restored_bytes=700,
+        checkpoint_bytes_sent=9000,
+        checkpoint_bytes_dropped=5,
+        recovery_modes={"restore": 2, "wait": 1},
+        drafts_loaded=1,
+        verify_steps=40,
+    )
     assert model_counters(cast(SimulationResult, given)) == {
         "restored_tokens": 7,
         "restored_bytes": 700,
         "checkpoint_bytes_sent": 9000,
+        "checkpoint_bytes_dropped": 5,
+        "restore_requests": 2,
+        "transfer_requests": 0,
+        "recompute_requests": 0,
+        "wait_requests": 1,
+        "drafts_loaded": 1,
+        "verify_steps": 40,
     }
 
 

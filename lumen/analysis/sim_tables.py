@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lumen.analysis.reproduction import reproduction_lines
 from lumen.scenarios.resolve import ResolvedFailure
 from lumen.scenarios.schema import MetricsConfig
 from lumen.simulator.confidence import Estimate
@@ -271,6 +272,9 @@ def markdown_report(
     if failures:
         lines += ["", "Failures:", "", *_failure_lines(failures)]
     lines += ["", *_policy_tables(summary), "", *_comparison_table(summary)]
+    reproduction = reproduction_lines(summary)
+    if reproduction:
+        lines += ["", *reproduction]
     if plots:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({p})" for p in plots)]
     return "\n".join(lines) + "\n"

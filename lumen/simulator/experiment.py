@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lumen.planner.problems import RECOVERY_MODES
 from lumen.scenarios.resolve import LoadedScenario, ResolvedFailure
 from lumen.scenarios.schema import MetricsConfig, PaperReference, Policy
 from lumen.simulator.cluster import SimulationResult
@@ -85,6 +86,13 @@ METRICS: dict[str, str] = {
     "restored_tokens": "KV tokens restored from checkpoints",
     "restored_bytes": "checkpoint bytes copied back to a GPU",
     "checkpoint_bytes_sent": "checkpoint traffic: KV bytes streamed to holders",
+    "checkpoint_bytes_dropped": "checkpoint bytes still queued on a link when its worker failed",
+    "restore_requests": "interrupted requests restored on their holder",
+    "transfer_requests": "interrupted requests whose checkpoint moved to another worker",
+    "recompute_requests": "interrupted requests prefilled again from scratch",
+    "wait_requests": "interrupted requests that waited for their recovering worker",
+    "drafts_loaded": "recovering workers that loaded a draft model",
+    "verify_steps": "survivor iterations that verified draft tokens",
     "decode_tokens": "output tokens produced",
     "prefill_tokens": "prompt and recomputed tokens prefilled",
     "makespan_s": "simulated time until the last request finished",
@@ -161,11 +169,16 @@ def select_policies(
 
 
 def model_counters(result: SimulationResult) -> dict[str, int]:
-    """Restore and checkpoint-streaming counters of a run."""
+    """Restore, checkpoint-streaming, recovery-mode and draft counters of a run."""
+    modes = result.recovery_modes
     return {
         "restored_tokens": int(result.restored_tokens),
         "restored_bytes": int(result.restored_bytes),
         "checkpoint_bytes_sent": int(result.checkpoint_bytes_sent),
+        "checkpoint_bytes_dropped": int(result.checkpoint_bytes_dropped),
+        **{f"{mode}_requests": int(modes.get(mode, 0)) for mode in RECOVERY_MODES},
+        "drafts_loaded": int(result.drafts_loaded),
+        "verify_steps": int(result.verify_steps),
     }
 
 
