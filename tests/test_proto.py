@@ -15,14 +15,18 @@ from lumen.proto.gen.v1 import executor_pb2, planner_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (planner_pb2.DESCRIPTOR, executor_pb2.DESCRIPTOR)
-#: The thin gRPC adapters (DESIGN.md 4, STYLE.md 7): the only planner modules that may import
-#: stubs: the servicer, the client, their shared message conversion and the server (health).
+#: The thin gRPC adapters (DESIGN.md 4, STYLE.md 7): the only modules that may import stubs:
+#: the servicers, the clients, their shared message conversion and the servers (health).
 ADAPTERS = frozenset(
     {
         "lumen/planner/servicer.py",
         "lumen/planner/client.py",
         "lumen/planner/service/wire.py",
         "lumen/planner/service/server.py",
+        "lumen/executor/client.py",
+        "lumen/executor/worker/servicer.py",
+        "lumen/executor/worker/wire.py",
+        "lumen/executor/worker/server.py",
     }
 )
 

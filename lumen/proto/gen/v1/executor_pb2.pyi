@@ -25,7 +25,7 @@ RECOVERY_STAGE_SWITCHING: RecoveryStage
 RECOVERY_STAGE_SERVING: RecoveryStage
 
 class KVPage(_message.Message):
-    __slots__ = ("request_id", "page_index", "start_position", "end_position", "tag", "checksum", "dtype", "shape", "payload")
+    __slots__ = ("request_id", "page_index", "start_position", "end_position", "tag", "checksum", "dtype", "shape", "payload", "token_ids", "reserve_bytes", "release")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     START_POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,9 @@ class KVPage(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     page_index: int
     start_position: int
@@ -44,21 +47,36 @@ class KVPage(_message.Message):
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     payload: bytes
-    def __init__(self, request_id: _Optional[int] = ..., page_index: _Optional[int] = ..., start_position: _Optional[int] = ..., end_position: _Optional[int] = ..., tag: _Optional[bytes] = ..., checksum: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    reserve_bytes: int
+    release: bool
+    def __init__(self, request_id: _Optional[int] = ..., page_index: _Optional[int] = ..., start_position: _Optional[int] = ..., end_position: _Optional[int] = ..., tag: _Optional[bytes] = ..., checksum: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., payload: _Optional[bytes] = ..., token_ids: _Optional[_Iterable[int]] = ..., reserve_bytes: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequestRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_token_ids", "generated_token_ids", "max_tokens", "checkpoint_holder")
+    __slots__ = ("request_id", "prompt_token_ids", "generated_token_ids", "max_tokens", "checkpoint_holder", "temperature", "seed", "stop_token_ids", "restore_from", "checkpoint_holder_address", "restore_from_address")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FROM_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_HOLDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     generated_token_ids: _containers.RepeatedScalarFieldContainer[int]
     max_tokens: int
     checkpoint_holder: int
-    def __init__(self, request_id: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., checkpoint_holder: _Optional[int] = ...) -> None: ...
+    temperature: float
+    seed: int
+    stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    restore_from: int
+    checkpoint_holder_address: str
+    restore_from_address: str
+    def __init__(self, request_id: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., checkpoint_holder: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., restore_from: _Optional[int] = ..., checkpoint_holder_address: _Optional[str] = ..., restore_from_address: _Optional[str] = ...) -> None: ...
 
 class TokenChunk(_message.Message):
     __slots__ = ("request_id", "token_ids", "generated_tokens", "finished")
@@ -102,22 +120,41 @@ class ReportLoadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportLoadResponse(_message.Message):
-    __slots__ = ("worker_id", "load", "measured_at")
+    __slots__ = ("worker_id", "load", "measured_at", "stage", "running_requests", "steps", "checkpointed_tokens_by_request", "host_held_bytes")
+    class CheckpointedTokensByRequestEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTED_TOKENS_BY_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    HOST_HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     load: _planner_pb2.WorkerLoad
     measured_at: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[int] = ..., load: _Optional[_Union[_planner_pb2.WorkerLoad, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    stage: RecoveryStage
+    running_requests: int
+    steps: int
+    checkpointed_tokens_by_request: _containers.ScalarMap[int, int]
+    host_held_bytes: int
+    def __init__(self, worker_id: _Optional[int] = ..., load: _Optional[_Union[_planner_pb2.WorkerLoad, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[RecoveryStage, str]] = ..., running_requests: _Optional[int] = ..., steps: _Optional[int] = ..., checkpointed_tokens_by_request: _Optional[_Mapping[int, int]] = ..., host_held_bytes: _Optional[int] = ...) -> None: ...
 
 class SetStageRequest(_message.Message):
-    __slots__ = ("stage", "survivor_worker")
+    __slots__ = ("stage", "survivor_worker", "survivor_address")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     SURVIVOR_WORKER_FIELD_NUMBER: _ClassVar[int]
+    SURVIVOR_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     stage: RecoveryStage
     survivor_worker: int
-    def __init__(self, stage: _Optional[_Union[RecoveryStage, str]] = ..., survivor_worker: _Optional[int] = ...) -> None: ...
+    survivor_address: str
+    def __init__(self, stage: _Optional[_Union[RecoveryStage, str]] = ..., survivor_worker: _Optional[int] = ..., survivor_address: _Optional[str] = ...) -> None: ...
 
 class SetStageResponse(_message.Message):
     __slots__ = ("stage",)

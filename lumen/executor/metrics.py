@@ -1,0 +1,125 @@
+"""Prometheus metrics of one worker: latency, queue, checkpoints, restores, recovery stage.
+
+Each worker owns a :class:`WorkerMetrics` with a private registry (tests run several workers in
+one process; the global default registry would refuse the second).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from lumen.executor.api import STAGES
+
+__all__ = ["WorkerMetrics"]
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class WorkerMetrics:
+    """Counters, gauges and histograms of one worker (``worker`` label on none: one process
+    serves one worker; Prometheus adds the instance)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.ttft = Histogram(
+            "lumen_worker_ttft_seconds",
+            "Time from submission to the first new token",
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "lumen_worker_tpot_seconds",
+            "Time per output token after the first",
+            buckets=_TPOT_BUCKETS,
+            registry=r,
+        )
+        self.queue = Gauge("lumen_worker_queue_length", "Requests waiting for a token", registry=r)
+        self.running = Gauge("lumen_worker_running", "Requests generating", registry=r)
+        self.steps = Gauge("lumen_worker_steps", "Engine steps since start", registry=r)
+        self.ckpt_held = Gauge(
+            "lumen_worker_checkpoint_held_bytes",
+            "Checkpoint page bytes held for other workers",
+            registry=r,
+        )
+        self.ckpt_reserved = Gauge(
+            "lumen_worker_checkpoint_reserved_bytes",
+            "Checkpoint bytes reserved for other workers",
+            registry=r,
+        )
+        self.ckpt_sent = Counter(
+            "lumen_worker_checkpoint_sent_bytes",
+            "Checkpoint page bytes sent to holders",
+            registry=r,
+        )
+        self.ckpt_pages_sent = Counter(
+            "lumen_worker_checkpoint_sent_pages", "Checkpoint pages sent to holders", registry=r
+        )
+        self.ckpt_pages_received = Counter(
+            "lumen_worker_checkpoint_received_pages",
+            "Checkpoint pages received, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.restores = Counter(
+            "lumen_worker_restores", "Requests resumed from a holder's checkpoint", registry=r
+        )
+        self.restored_tokens = Counter(
+            "lumen_worker_restored_tokens", "Positions restored from checkpoints", registry=r
+        )
+        self.recomputed_tokens = Counter(
+            "lumen_worker_recomputed_tokens",
+            "Positions of resumed requests prefilled again (not restored)",
+            registry=r,
+        )
+        self.draft_accepted = Gauge(
+            "lumen_worker_draft_accepted_tokens",
+            "Draft tokens accepted by this worker's verification (as a survivor)",
+            registry=r,
+        )
+        self.stage = Gauge(
+            "lumen_worker_recovery_stage",
+            "1 for the recovery stage the worker is in, 0 for the others",
+            ["stage"],
+            registry=r,
+        )
+        self.set_stage("serving")
+        self._http: Any = None
+        self._lock = threading.Lock()
+
+    def set_stage(self, stage: str) -> None:
+        for name in STAGES:
+            self.stage.labels(name).set(1.0 if name == stage else 0.0)
+
+    def observe_tokens(self, ttft_s: float | None, tpot_s: float | None) -> None:
+        if ttft_s is not None:
+            self.ttft.observe(ttft_s)
+        if tpot_s is not None:
+            self.tpot.observe(tpot_s)
+
+    def observe_sent(self, pages: int, nbytes: int) -> None:
+        self.ckpt_pages_sent.inc(pages)
+        self.ckpt_sent.inc(nbytes)
+
+    def render(self) -> str:
+        """The text exposition format (what the HTTP endpoint serves)."""
+        return generate_latest(self.registry).decode("utf-8")
+
+    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
+        """Serve ``/metrics`` on ``port`` (0: any free port); returns the bound port."""
+        with self._lock:
+            if self._http is None:
+                self._http, _ = start_http_server(port, address, registry=self.registry)
+            return int(self._http.server_port)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.shutdown()
+                self._http.server_close()
+                self._http = None

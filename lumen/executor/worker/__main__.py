@@ -1,0 +1,131 @@
+"""``python -m lumen.executor.worker``: run one worker process until SIGTERM.
+
+Example::
+
+    python -m lumen.executor.worker --worker-id 1 --address 127.0.0.1:50061 \\
+        --weights random:0 --draft-weights random:1 --checkpoint-budget-bytes 1073741824 \\
+        --ssd-gbyte-s 2.0 --metrics-port 9101 --peers 0=127.0.0.1:50060,2=127.0.0.1:50062
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lumen.executor.engine.config import EngineConfig, ModelConfig
+from lumen.executor.engine.interface import RandomWeights, WeightSource
+
+#: Model of ``random:SEED`` weights when no ``--model-config`` is given: a tiny Qwen3-shaped
+#: model that runs anywhere (no meaningful text).
+DEFAULT_RANDOM_MODEL = ModelConfig(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    intermediate_size=128,
+    vocab_size=256,
+    max_position_embeddings=2048,
+)
+
+
+def parse_weights(text: str, model: ModelConfig) -> WeightSource:
+    """``random:SEED`` (random weights of ``model``) or a checkpoint directory."""
+    if text.startswith("random:"):
+        try:
+            return RandomWeights(model, int(text.removeprefix("random:")))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad random weights {text!r}: random:SEED") from None
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"weights {text!r}: not a directory nor random:SEED")
+    return text
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    """``id=host:port,...`` -> {id: address}."""
+    peers: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, address = item.partition("=")
+        if not sep or not key.strip().isdigit() or ":" not in address:
+            raise argparse.ArgumentTypeError(f"bad peer {item!r}: expected ID=HOST:PORT")
+        peers[int(key)] = address.strip()
+    return peers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lumen.executor.worker", description=__doc__)
+    p.add_argument("--worker-id", type=int, required=True, help="this worker's id")
+    p.add_argument("--address", default="127.0.0.1:0", help="HOST:PORT to listen on")
+    p.add_argument("--weights", required=True, help="target checkpoint DIR or random:SEED")
+    p.add_argument("--draft-weights", help="draft checkpoint DIR or random:SEED (assisting)")
+    p.add_argument("--model-config", type=Path, help="config.json of random target weights")
+    p.add_argument(
+        "--draft-layers", type=int, default=1, help="layers of a random draft (default 1)"
+    )
+    p.add_argument("--checkpoint-budget-bytes", type=int, default=1 << 30)
+    p.add_argument("--ssd-gbyte-s", type=float, help="emulated storage bandwidth of weight loads")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--peers", type=parse_peers, default={}, help="ID=HOST:PORT,... of the others")
+    p.add_argument(
+        "--start-stage",
+        choices=("serving", "draft-loading"),
+        default="serving",
+        help="serving: load the target and serve; draft-loading: recover in stages",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--block-size", type=int, default=16, help="KV block (page) size in tokens")
+    p.add_argument("--num-kv-blocks", type=int, help="KV blocks (default: derived)")
+    p.add_argument("--min-step-s", type=float, default=0.0, help="emulated minimum step time")
+    p.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
+    from lumen.executor.worker.core import WorkerConfig
+    from lumen.executor.worker.server import ServerConfig, create_server, serve
+
+    model = ModelConfig.from_json(args.model_config) if args.model_config else DEFAULT_RANDOM_MODEL
+    try:
+        weights = parse_weights(args.weights, model)
+        draft = (
+            parse_weights(args.draft_weights, model.with_layers(args.draft_layers))
+            if args.draft_weights
+            else None
+        )
+    except argparse.ArgumentTypeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config = WorkerConfig(
+        worker_id=args.worker_id,
+        weights=weights,
+        draft_weights=draft,
+        engine=EngineConfig(
+            device=args.device, block_size=args.block_size, num_kv_blocks=args.num_kv_blocks
+        ),
+        checkpoint_budget_bytes=args.checkpoint_budget_bytes,
+        ssd_gbyte_s=args.ssd_gbyte_s,
+        peers=args.peers,
+        start_stage=args.start_stage,
+        min_step_s=args.min_step_s,
+    )
+    server, port = create_server(
+        config, ServerConfig(address=args.address, metrics_port=args.metrics_port)
+    )
+    port_file: Path | None = args.port_file
+
+    def announce() -> None:
+        if port_file is not None:
+            port_file.write_text(f"{port}\n", encoding="utf-8")
+
+    serve(server, announce)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The worker server: the executor servicer plus standard gRPC service hygiene (STYLE.md 8).
+
+:func:`create_server` builds the worker and binds the port (port 0 picks a free one) and returns
+the server with its bound port; :meth:`WorkerServer.start` loads the weights and starts serving;
+:func:`serve` runs it until SIGTERM or SIGINT. Around the executor service:
+
+- ``grpc.health.v1.Health``: NOT_SERVING from creation until the worker can take calls (after
+  the cold-start weight load, or as soon as a staged recovery has begun), SERVING while up,
+  NOT_SERVING again before a graceful stop;
+- server reflection;
+- graceful shutdown: health flips, in-flight calls get ``grace_s``, the engine loop and the
+  checkpoint streamer stop;
+- Prometheus metrics on an HTTP port (``/metrics``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lumen.executor.client import PeerPool
+from lumen.executor.metrics import WorkerMetrics
+from lumen.executor.worker.assist import AssistLink
+from lumen.executor.worker.core import Worker, WorkerConfig
+from lumen.executor.worker.servicer import SERVICE_NAME, ExecutorServicer, add_to_server
+
+__all__ = ["ServerConfig", "WorkerServer", "create_server", "serve"]
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server listens; the defaults suit tests (localhost, port 0)."""
+
+    address: str = "127.0.0.1:0"
+    #: Serve Prometheus metrics on this port (0: any free port; None: no HTTP endpoint).
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
+    #: Handler threads: bounds concurrent calls, token streams included.
+    max_workers: int = 64
+    max_message_bytes: int = 256 << 20
+    grace_s: float = 2.0
+
+
+class WorkerServer:
+    """A bound, not yet started worker server (see :func:`create_server`)."""
+
+    def __init__(
+        self,
+        server: grpc.Server,
+        worker: Worker,
+        peers: PeerPool,
+        health_servicer: health.HealthServicer,
+        port: int,
+        config: ServerConfig,
+    ) -> None:
+        self.grpc_server = server
+        self.worker = worker
+        self.peers = peers
+        self.health = health_servicer
+        self.port = port
+        self.config = config
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client on this machine can dial."""
+        host = self.config.address.rsplit(":", 1)[0]
+        if host in ("", "0.0.0.0", "[::]", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        """Accept calls, load the weights (cold start), then report SERVING."""
+        self.grpc_server.start()
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.worker.metrics.serve_http(
+                self.config.metrics_port, self.config.metrics_address
+            )
+        self.worker.start()
+        self.health.set("", SERVING)
+        self.health.set(SERVICE_NAME, SERVING)
+        log.info("worker %d serving on port %d", self.worker.worker_id, self.port)
+
+    def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop (idempotent): NOT_SERVING first, the engine loop stops, then the other
+        calls get ``grace_s`` to finish."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self.health.enter_graceful_shutdown()
+            grace = self.config.grace_s if grace_s is None else grace_s
+            # The engine stops first: running requests end UNAVAILABLE (the gateway resumes
+            # them elsewhere) and their holders keep the checkpoints; cancelling the streams
+            # first would read as clients leaving and release them.
+            self.worker.stop()
+            self.grpc_server.stop(grace).wait()
+            self.peers.close()
+            self.worker.metrics.close()
+            self._stopped.set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until stopped; False on timeout."""
+        return self._stopped.wait(timeout_s)
+
+
+def create_server(
+    worker_config: WorkerConfig,
+    config: ServerConfig | None = None,
+    *,
+    assist_link: Callable[[int, str], AssistLink] | None = None,
+) -> tuple[WorkerServer, int]:
+    """Build the worker and its server and bind the port; returns it (not started) and the
+    port. The weights load in :meth:`WorkerServer.start`. ``assist_link`` reaches a survivor to
+    draft for while assisting (see :mod:`~lumen.executor.worker.assist`)."""
+    config = config or ServerConfig()
+    peers = PeerPool()
+    worker = Worker(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.max_workers, thread_name_prefix="lumen-rpc"
+        ),
+        options=options,
+    )
+    add_to_server(ExecutorServicer(worker), server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", NOT_SERVING)
+    health_servicer.set(SERVICE_NAME, NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"could not bind {config.address}")
+    return WorkerServer(server, worker, peers, health_servicer, port, config), port
+
+
+def serve(server: WorkerServer, on_ready: Callable[[], None] | None = None) -> None:
+    """Start ``server`` and run it until SIGTERM or SIGINT, then stop it gracefully;
+    ``on_ready`` runs once it serves."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping gracefully", signum)
+        threading.Thread(target=server.stop, name="lumen-stop", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        if on_ready is not None:
+            on_ready()
+        while not server.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,61 @@
+"""Module boundaries of the executor: stubs only in the adapters, no torch where none belongs."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+#: The executor's gRPC adapters (also listed in tests/test_proto.py's ADAPTERS).
+ADAPTERS = frozenset(
+    {
+        "lumen/executor/client.py",
+        "lumen/executor/worker/servicer.py",
+        "lumen/executor/worker/wire.py",
+        "lumen/executor/worker/server.py",
+    }
+)
+#: Our executor modules (the engine and the gateway have their own rules).
+OWN = ("lumen/executor/store.py", "lumen/executor/metrics.py", "lumen/executor/worker")
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_only_the_adapters_import_generated_stubs() -> None:
+    sources = [
+        p
+        for own in OWN
+        for p in sorted((REPO / own).rglob("*.py") if (REPO / own).is_dir() else [REPO / own])
+    ]
+    assert len(sources) > 5
+    offenders = [
+        f"{p.relative_to(REPO).as_posix()}: {name}"
+        for p in sources
+        if p.relative_to(REPO).as_posix() not in ADAPTERS
+        for name in sorted(_imports(p))
+        if name.startswith("lumen.proto.gen")
+    ]
+    assert offenders == []
+
+
+def test_the_store_the_api_and_the_client_never_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "import lumen.executor.api, lumen.executor.store, lumen.executor.client\n"
+        "import lumen.executor.worker, lumen.executor.worker.wire\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "False"
