@@ -1,0 +1,438 @@
+"""The gateway core: requests in, tokens out, failures detected and recovered in between.
+
+A :class:`Gateway` owns the per-request token histories, a :class:`WorkerBoard` (statuses,
+who runs what), a :class:`HealthMonitor`, a :class:`HolderPlacer` and a
+:class:`RecoveryPlanner`. Each request waits in the pending list until the dispatch thread
+puts it on the least-loaded serving worker (or on the worker its recovery plan names); one
+thread per attempt reads the worker's token stream into the request's history and its client's
+sink. When a worker fails (no heartbeat, a hang, or a broken stream that a status probe
+confirms), every request on it is frozen (its attempt counter bumped, so late tokens of the
+old stream are dropped), the recovery plan is made, and each request is put back in the pending
+list with its destination, its checkpoint source and its history: the worker continues after
+the last token the client got, so the client's stream has no gap and no repeat.
+
+The gateway talks to workers only through :class:`~lumen.executor.api.WorkerAPI`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from lumen.executor.api import (
+    GenerationRequest,
+    TokenEvent,
+    WorkerAPI,
+    WorkerStatus,
+    WorkerUnavailableError,
+)
+from lumen.executor.gateway.config import GatewayConfig, Pending
+from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
+from lumen.executor.gateway.failover import Failover
+from lumen.executor.gateway.health import HealthMonitor
+from lumen.executor.gateway.history import HistoryGapError, StreamItem, TrackedRequest
+from lumen.executor.gateway.metrics import GatewayMetrics
+from lumen.executor.gateway.planner_link import PlannerLink
+from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
+from lumen.planner.client import PlannerClient
+from lumen.planner.costmodel import CostModel
+from lumen.simulator.recovery import check_policy
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(RuntimeError):
+    """A request that could not be completed (gateway stopped, too many resumes, timeout)."""
+
+
+class Gateway:
+    """Dispatch, token histories, failure detection and recovery (module docstring)."""
+
+    def __init__(
+        self,
+        workers: Sequence[WorkerAPI],
+        config: GatewayConfig | None = None,
+        *,
+        planner: PlannerClient | None = None,
+        cost: CostModel | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        if not workers:
+            raise ValueError("workers: at least one worker is needed")
+        self.config = config or GatewayConfig()
+        self.spec = check_policy(self.config.policy)
+        if cost is None:
+            from lumen.scenarios.resolve import load_scenario
+
+            cost = load_scenario(self.config.scenario).cost_model
+        self.cost = cost
+        self.metrics = metrics or GatewayMetrics()
+        self._workers = {w.worker_id: w for w in workers}
+        self.board = WorkerBoard([w.worker_id for w in workers])
+        self.link = (
+            PlannerLink(planner, self.metrics, self.config.planner_retry_s)
+            if planner is not None
+            else None
+        )
+        self.placer = HolderPlacer(
+            self.spec.placement,
+            self.board,
+            cost,
+            self.config.workers_per_node,
+            self.link,
+            report=self._report_state,
+        )
+        self.recovery = RecoveryPlanner(
+            cost,
+            self.spec.recovery,
+            self.link,
+            self.config.recovery_time_limit_s,
+            self.config.prefill_chunk_tokens,
+        )
+        self.monitor = HealthMonitor(
+            workers,
+            self.config.health,
+            busy=lambda w: bool(self.board.requests_on(w)),
+            on_status=self._on_status,
+            on_failure=lambda w, reason: self.failover.handle_failure(w, reason, newly=True),
+            on_return=self._on_return,
+        )
+        self.failover = Failover(
+            workers=self._workers,
+            config=self.config,
+            cost=cost,
+            board=self.board,
+            monitor=self.monitor,
+            placer=self.placer,
+            recovery=self.recovery,
+            metrics=self.metrics,
+            pend=self._pend,
+            finish_locked=self._finish_locked,
+            active=self.active,
+            wake=self._wake_dispatcher,
+        )
+        self._ids = itertools.count()
+        self._active: dict[int, TrackedRequest] = {}
+        self._pending: list[Pending] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Poll every worker once, then start the heartbeats and the dispatch thread."""
+        for wid, worker in self._workers.items():
+            try:
+                status = worker.status(timeout_s=self.config.health.timeout_s)
+            except Exception as exc:
+                log.warning("worker %d is not answering at start: %s", wid, exc)
+                self.monitor.mark_failed(wid)
+                self.metrics.set_worker_state(wid, "failed")
+                continue
+            self.board.set_up(wid, True)
+            self._on_status(wid, status)
+        self.placer.rebuild()
+        self.monitor.start()
+        loops = [("lumen-dispatch", self._dispatch_loop)]
+        if self.link is not None:
+            loops.append(("lumen-report", self._report_loop))
+        for name, target in loops:
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the threads; requests still running end with an error."""
+        self._stop.set()
+        self._wake.set()
+        self.monitor.stop(timeout_s)
+        for t in self._threads:
+            t.join(timeout_s)
+        with self._lock:
+            left = list(self._active.values())
+        for r in left:
+            with r.lock:
+                if not r.done:
+                    self._finish_locked(r, "error", "the gateway stopped")
+        self.metrics.close()
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt_token_ids: Sequence[int],
+        max_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        stop_token_ids: Sequence[int] = (),
+        sink: queue.Queue[StreamItem] | None = None,
+        index: int = 0,
+    ) -> TrackedRequest:
+        """Queue a request; its tokens, then its end, arrive on ``sink`` (new queue if None)."""
+        if not prompt_token_ids or max_tokens < 1:
+            raise ValueError("a request needs at least one prompt token and max_tokens >= 1")
+        with self._lock:
+            rid = next(self._ids)
+            request = TrackedRequest(
+                rid,
+                tuple(prompt_token_ids),
+                max_tokens,
+                sink if sink is not None else queue.Queue(),
+                index=index,
+                temperature=temperature,
+                seed=seed,
+                stop_token_ids=tuple(stop_token_ids),
+            )
+            self._active[rid] = request
+        self._pend(Pending(request))
+        return request
+
+    def generate(
+        self,
+        prompt_token_ids: Sequence[int],
+        max_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        timeout_s: float = 60.0,
+    ) -> Iterator[tuple[int, ...]]:
+        """Submit and yield the new tokens as they come (raises :class:`GatewayError`)."""
+        request = self.submit(prompt_token_ids, max_tokens, temperature=temperature, seed=seed)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                item = request.sink.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.abort(request)
+                raise GatewayError(f"request {request.request_id}: timed out") from None
+            if item.token_ids:
+                yield item.token_ids
+            if item.finish == "error":
+                raise GatewayError(item.error)
+            if item.finish is not None:
+                return
+
+    def abort(self, request: TrackedRequest) -> None:
+        """End a request whose client went away."""
+        with request.lock:
+            if not request.done:
+                request.attempt += 1
+                self._finish_locked(request, "aborted")
+
+    def active(self) -> list[TrackedRequest]:
+        with self._lock:
+            return list(self._active.values())
+
+    # -- dispatch --------------------------------------------------------------------------------
+
+    def _wake_dispatcher(self) -> None:
+        self._wake.set()
+
+    def _pend(self, item: Pending) -> None:
+        with self._lock:
+            self._pending.append(item)
+        self._wake.set()
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            try:
+                self._dispatch_pending()
+            except Exception:  # keep dispatching; the request stays pending
+                log.exception("dispatch failed")
+            with self._lock:
+                self.metrics.queue.set(len(self._pending))
+            self.metrics.running.set(self.board.running())
+
+    def _dispatch_pending(self) -> None:
+        with self._lock:
+            items, self._pending = self._pending, []
+        keep: list[Pending] = []
+        now = time.monotonic()
+        for item in items:
+            if item.request.done:
+                continue
+            if now < item.not_before_s:
+                keep.append(item)
+                continue
+            target = item.target
+            worker: int | None = None
+            if target is not None and self.board.serving(target):
+                worker = target
+            elif target is None or now >= item.deadline_s:  # a planned wait may be over
+                worker = self.board.least_loaded()
+            if worker is None:
+                keep.append(item)
+                continue
+            source = item.restore_from
+            if source is not None and not self.board.is_up(source):
+                source = None  # the holder died since: its checkpoints are gone
+            try:
+                self._start(item.request, worker, source, item.resumed)
+            except Exception as exc:  # a request the worker API refuses ends, visibly
+                log.exception("request %d could not be started", item.request.request_id)
+                with item.request.lock:
+                    if not item.request.done:
+                        self._finish_locked(item.request, "error", f"could not start: {exc}")
+        if keep:
+            with self._lock:
+                self._pending = keep + self._pending
+
+    def _start(
+        self, request: TrackedRequest, worker: int, restore_from: int | None, resumed: bool
+    ) -> None:
+        with request.lock:
+            if self._complete_locked(request):
+                return
+        holder = self.placer.choose(request, worker, resumed)
+        with request.lock:
+            if request.done:
+                self.placer.release(request)
+                return
+            request.worker = worker
+            request.holder = holder
+            attempt = request.attempt
+            spec = GenerationRequest(
+                request.request_id,
+                request.prompt_token_ids,
+                request.max_tokens,
+                request.history.ids,
+                request.temperature,
+                request.seed,
+                request.stop_token_ids,
+                holder,
+                restore_from,
+            )
+            self.board.attach(request, worker)
+        if not self.board.is_up(worker):  # it failed while we placed: let recovery see it
+            self.failover.resume_one(request, attempt, worker)
+            return
+        t = threading.Thread(
+            target=self._run,
+            args=(request, attempt, worker, spec),
+            name=f"lumen-req-{request.request_id}",
+            daemon=True,
+        )
+        t.start()
+
+    def _run(
+        self, request: TrackedRequest, attempt: int, worker: int, spec: GenerationRequest
+    ) -> None:
+        """Read one attempt's token stream into the request's history and sink."""
+        error = "the stream ended before the request finished"
+        stream: Iterator[TokenEvent] | None = None
+        try:
+            stream = self._workers[worker].submit(spec)
+            for event in stream:
+                with request.lock:
+                    if request.attempt != attempt or request.done:
+                        return  # taken off this worker: what it sends now is dropped
+                    new = request.history.extend(event.token_ids, event.generated_tokens)
+                    if new:
+                        self._sent_locked(request, new)
+                    if event.finished or self._complete_locked(request):
+                        if not request.done:
+                            self._finish_locked(request, self._reason(request))
+                        return
+        except WorkerUnavailableError as exc:
+            error = str(exc) or "worker unavailable"
+        except HistoryGapError as exc:
+            error = str(exc)
+        except Exception as exc:  # a refused call, or a broken client: retried with back-off
+            error = repr(exc)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        self.failover.stream_failed(request, attempt, worker, error)
+
+    # -- bookkeeping (callers hold request.lock) -------------------------------------------------
+
+    def _sent_locked(self, request: TrackedRequest, new: tuple[int, ...]) -> None:
+        now = time.monotonic()
+        if request.first_token_s is None:
+            request.first_token_s = now
+            self.metrics.ttft.observe(now - request.arrived_s)
+        request.last_token_s = now
+        request.sink.put(StreamItem(request.index, new))
+
+    @staticmethod
+    def _reason(request: TrackedRequest) -> str:
+        return "length" if len(request.history) >= request.max_tokens else "stop"
+
+    def _complete_locked(self, request: TrackedRequest) -> bool:
+        """Finish a request whose history is already complete (True if it is done)."""
+        if request.done:
+            return True
+        ids = request.history.ids
+        if len(ids) >= request.max_tokens or (ids and ids[-1] in request.stop_token_ids):
+            self._finish_locked(request, self._reason(request))
+            return True
+        return False
+
+    def _finish_locked(self, request: TrackedRequest, reason: str, error: str = "") -> None:
+        request.done = True
+        if request.worker is not None:
+            self.board.detach(request, request.worker)
+        self.placer.release(request)
+        with self._lock:
+            self._active.pop(request.request_id, None)
+        self.metrics.requests.labels(reason).inc()
+        first, last, n = request.first_token_s, request.last_token_s, len(request.history)
+        if reason in ("stop", "length") and first is not None and last is not None and n > 1:
+            self.metrics.tpot.observe((last - first) / (n - 1))
+        request.sink.put(StreamItem(request.index, finish=reason, error=error))
+
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    def _on_status(self, worker: int, status: WorkerStatus) -> None:
+        self.board.update(status)
+        self.metrics.worker_queue.labels(str(worker)).set(status.queue_length)
+        if self.board.is_up(worker):
+            self.metrics.set_worker_state(
+                worker, "up" if status.stage == "serving" else status.stage
+            )
+        self.placer.update_wait(worker, status.waiting_time_s)
+
+    def _on_return(self, worker: int, status: WorkerStatus) -> None:
+        log.info("worker %d is back (stage %s)", worker, status.stage)
+        self.board.update(status)
+        self.board.set_up(worker, True)
+        self._on_status(worker, status)
+        self.placer.rebuild()
+        self._wake.set()
+
+    # -- planner service -------------------------------------------------------------------------
+
+    def _report_state(self) -> None:
+        """Send the current cluster state to the planner service (no-op without one)."""
+        if self.link is None:
+            return
+        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
+        state = snapshot(self.board, self.cost, running, self.config.workers_per_node)
+        self.link.call("report", lambda client: client.report_cluster_state(state))
+
+    def _report_loop(self) -> None:
+        self._report_state()
+        while not self._stop.wait(self.config.report_interval_s):
+            assert self.link is not None
+            if self.link.available:
+                try:
+                    self._report_state()
+                except Exception:
+                    log.exception("cluster state report failed")
