@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from lumen import __version__
-from lumen.cli import planner_cmds, report_cmds, scenario_cmds, service_cmds, sim_cmds
+from lumen.cli import (
+    cluster_cmds,
+    planner_cmds,
+    report_cmds,
+    scenario_cmds,
+    service_cmds,
+    sim_cmds,
+)
 
 app = typer.Typer(
     name="lumen",
@@ -19,6 +26,7 @@ planner_cmds.register(app)
 report_cmds.register(app)
 sim_cmds.register(app)
 service_cmds.register(app)
+cluster_cmds.register(app)
 
 
 def _version(value: bool) -> None:

@@ -103,6 +103,26 @@ def _wait_assisting(client: ExecutorClient, survivor: int) -> None:
             time.sleep(0.02)
 
 
+def test_recovering_worker_switches_by_itself_once_the_target_is_in_host_memory(
+    make_worker: WorkerFactory,
+) -> None:
+    from lumen.executor.engine.interface import RandomWeights
+
+    server = make_worker(
+        worker_id=1,
+        draft_weights=RandomWeights(TINY.with_layers(1), 1),
+        start_stage="draft-loading",
+    )
+    request = GenerationRequest(4, PROMPT, max_tokens=6)
+    with ExecutorClient(server.target, 1) as client:
+        deadline = time.monotonic() + 10
+        while client.status().stage != "serving":  # nobody pairs it or tells it to switch
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.set_stage("switching") == "serving"  # a late switch is a no-op
+        assert collect(client, request) == reference(request)
+
+
 @pytest.mark.parametrize("draft_kind", ["same-as-target", "unrelated"])
 def test_assisting_drafts_speed_the_survivor_and_keep_its_outputs(
     make_worker: WorkerFactory, draft_kind: str
@@ -121,6 +141,7 @@ def test_assisting_drafts_speed_the_survivor_and_keep_its_outputs(
         start_stage="draft-loading",
         peers={0: survivor.target},
         assist_link=lambda _id, _address: survivor.worker,
+        auto_switch=False,  # stay assisting for the whole test
     )
     requests = [
         GenerationRequest(31, PROMPT, max_tokens=30),

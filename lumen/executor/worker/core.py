@@ -46,6 +46,8 @@ class WorkerConfig:
         min_step_s: minimum duration of an engine step (emulates a slower device).
         fetch_timeout_s: deadline of a checkpoint fetch from a holder before falling back to
             recomputing.
+        auto_switch: a recovering worker enters switching by itself once the target is in
+            host memory (False: only when told, which tests use to hold it in assisting).
     """
 
     worker_id: int
@@ -58,6 +60,7 @@ class WorkerConfig:
     start_stage: str = "serving"
     min_step_s: float = 0.0
     fetch_timeout_s: float = 10.0
+    auto_switch: bool = True
 
     def __post_init__(self) -> None:
         if self.checkpoint_budget_bytes < 0:
@@ -117,6 +120,7 @@ class Worker:
             ssd_gbyte_s=config.ssd_gbyte_s,
             on_stage=self.metrics.set_stage,
             assist_link=assist_link,
+            auto_switch=config.auto_switch,
         )
 
     @property

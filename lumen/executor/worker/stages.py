@@ -10,8 +10,9 @@ A restarted worker goes DraftLoading -> Assisting -> Switching -> Serving:
   into the engine (host -> device);
 - **serving**: the target serves requests.
 
-The planner (or the launcher) moves the worker with SetStage; switching ends in serving by
-itself. Reads are throttled to ``ssd_gbyte_s`` so that reload windows on a CPU machine last as
+The planner (or the launcher) pairs the worker with SetStage(assisting) once its draft is
+up; the worker enters switching by itself as soon as the target is in host memory (paired or
+not), and switching ends in serving by itself. Reads are throttled to ``ssd_gbyte_s`` so that reload windows on a CPU machine last as
 long as on real hardware.
 """
 
@@ -98,6 +99,8 @@ class StageMachine:
         on_stage: called with each stage entered (metrics).
         assist_link: reaches the survivor (id, address) to draft for while assisting (None:
             assisting only records the pairing).
+        auto_switch: enter switching as soon as the target is in host memory (False: only
+            on SetStage, for tests that hold a worker in assisting).
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class StageMachine:
         ssd_gbyte_s: float | None = None,
         on_stage: Callable[[str], None] | None = None,
         assist_link: Callable[[int, str], AssistLink] | None = None,
+        auto_switch: bool = True,
     ) -> None:
         self.loop = loop
+        self.auto_switch = auto_switch
         self.target = target
         self.draft = draft
         self.make_draft = make_draft
@@ -123,7 +128,9 @@ class StageMachine:
         self.survivor_address = ""
         self.draft_engine: Engine | None = None
         self.error: str = ""
-        self._stage = "serving"
+        # Until the first load completes the worker is not serving: it reports "switching"
+        # (loading the target) rather than a stage it cannot honour.
+        self._stage = "switching"
         self._lock = threading.Lock()
         self._draft_ready = threading.Event()
         self._host_ready = threading.Event()
@@ -217,6 +224,11 @@ class StageMachine:
                 throttled_read(self.target, self.ssd_gbyte_s)
                 self._host_weights = load_to_host(self.target)
                 self._host_ready.set()
+                # The target is in host memory: switch now, paired or not.
+                if self.auto_switch:
+                    with self._lock:
+                        if self._stage in ("draft-loading", "assisting"):
+                            self._start_switching()
             except Exception as exc:
                 self.error = f"weight loading failed: {exc}"
                 log.exception("weight loading failed")
@@ -227,8 +239,10 @@ class StageMachine:
         return self._enter("draft-loading")
 
     def _start_switching(self) -> str:
-        if self._stage == "switching":
-            return self._stage
+        if self._switcher is not None and self._switcher.is_alive():
+            return self._stage  # already switching
+        if self._stage == "serving" and self.loop.engine.role == "target":
+            return self._stage  # already back: a late switch is a no-op
         self._stop_assisting()
         if self._loader is None:
             # Never went through draft-loading: read the target now.

@@ -1,0 +1,304 @@
+"""A local cluster on loopback: the planner service, N worker processes and the gateway.
+
+:class:`LocalCluster` starts every part as its own process (``lumen serve``,
+``python -m lumen.executor.worker``, ``python -m lumen.executor.gateway``) on free loopback
+ports, waits until each one answers, and can SIGKILL a worker and start it again (in staged
+recovery when the policy uses a draft). All workers load the same weights (``random:SEED``
+by default: a tiny model that runs on any CPU), so a request gives the same tokens wherever it
+runs. Each process logs to its own file under ``log_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from lumen.simulator.recovery import POLICIES
+
+__all__ = ["ClusterSpec", "LocalCluster", "ProcessHandle"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """What to launch.
+
+    Attributes:
+        weights, draft_weights: worker weights (``random:SEED`` or a checkpoint directory).
+        ssd_gbyte_s: emulated storage bandwidth of weight loads (None: as fast as it goes),
+            so that reload windows of a CPU cluster look like real ones.
+        min_step_s: emulated minimum engine step time.
+        hang_timeout_s: the gateway's forward-progress timeout.
+    """
+
+    workers: int
+    policy: str = "lumen"
+    weights: str = "random:0"
+    draft_weights: str | None = "random:1"
+    checkpoint_budget_bytes: int = 256 << 20
+    ssd_gbyte_s: float | None = None
+    min_step_s: float = 0.0
+    host: str = "127.0.0.1"
+    log_dir: Path = field(default_factory=lambda: Path("out/cluster"))
+    planner: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 2:
+            raise ValueError(f"workers: a cluster needs at least 2, got {self.workers}")
+        if self.policy not in POLICIES:
+            raise ValueError(
+                f"policy: unknown {self.policy!r}; known: {', '.join(sorted(POLICIES))}"
+            )
+
+    @property
+    def progressive(self) -> bool:
+        return POLICIES[self.policy].progressive and self.draft_weights is not None
+
+
+class ProcessHandle:
+    """One child process with its command line and log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``."""
+        if self.popen is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout_s)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class LocalCluster:
+    """The processes of :class:`ClusterSpec`; use as a context manager."""
+
+    def __init__(self, spec: ClusterSpec) -> None:
+        self.spec = spec
+        host = spec.host
+        self.planner_address = f"{host}:{free_port(host)}" if spec.planner else None
+        self.worker_addresses = {i: f"{host}:{free_port(host)}" for i in range(spec.workers)}
+        self.gateway_port = free_port(host)
+        self.processes: dict[str, ProcessHandle] = {}
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.spec.host}:{self.gateway_port}"
+
+    def _worker_argv(self, i: int, stage: str) -> list[str]:
+        s = self.spec
+        peers = ",".join(f"{j}={a}" for j, a in self.worker_addresses.items() if j != i)
+        argv = [
+            sys.executable,
+            "-m",
+            "lumen.executor.worker",
+            "--worker-id",
+            str(i),
+            "--address",
+            self.worker_addresses[i],
+            "--weights",
+            s.weights,
+            "--checkpoint-budget-bytes",
+            str(s.checkpoint_budget_bytes),
+            "--peers",
+            peers,
+            "--device",
+            "cpu",
+            "--start-stage",
+            stage,
+            "--min-step-s",
+            str(s.min_step_s),
+        ]
+        if s.draft_weights is not None:
+            argv += ["--draft-weights", s.draft_weights]
+        if s.ssd_gbyte_s is not None:
+            argv += ["--ssd-gbyte-s", str(s.ssd_gbyte_s)]
+        return argv
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start everything and wait until every part answers (RuntimeError with the log tail
+        of the part that did not)."""
+        s = self.spec
+        logs = s.log_dir
+        if self.planner_address is not None:
+            self._spawn(
+                "planner",
+                [
+                    sys.executable,
+                    "-m",
+                    "lumen.cli",
+                    "serve",
+                    "--address",
+                    self.planner_address,
+                ],
+                logs / "planner.log",
+            )
+        for i in self.worker_addresses:
+            self._spawn(f"worker-{i}", self._worker_argv(i, "serving"), logs / f"worker-{i}.log")
+        deadline = time.monotonic() + timeout_s
+        if self.planner_address is not None:
+            self._wait_planner(deadline)
+        for i in self.worker_addresses:
+            self.wait_worker(i, deadline, stage="serving")
+        workers = ",".join(f"{i}={a}" for i, a in self.worker_addresses.items())
+        argv = [
+            sys.executable,
+            "-m",
+            "lumen.executor.gateway",
+            "--address",
+            f"{s.host}:{self.gateway_port}",
+            "--workers",
+            workers,
+            "--policy",
+            s.policy,
+        ]
+        if self.planner_address is not None:
+            argv += ["--planner", self.planner_address]
+        self._spawn("gateway", argv, logs / "gateway.log")
+        self._wait_http(f"{self.gateway_url}/healthz", "gateway", deadline)
+
+    def _spawn(self, name: str, argv: list[str], log: Path) -> ProcessHandle:
+        handle = ProcessHandle(name, argv, log)
+        handle.start()
+        self.processes[name] = handle
+        return handle
+
+    def _check_alive(self, name: str) -> None:
+        handle = self.processes[name]
+        if not handle.alive:
+            raise RuntimeError(f"{name} exited during start-up; its log:\n{handle.log_tail()}")
+
+    def _wait_planner(self, deadline: float) -> None:
+        from lumen.planner.client import PlannerClient
+
+        assert self.planner_address is not None
+        while True:
+            self._check_alive("planner")
+            try:
+                with PlannerClient(self.planner_address, timeout_s=1.0) as client:
+                    if client.health(timeout_s=1.0) == "SERVING":
+                        return
+            except Exception:  # not up yet: any connection error means "try again"
+                pass
+            self._sleep_until(deadline, "planner")
+
+    def wait_worker(self, i: int, deadline: float, stage: str | None = None) -> None:
+        """Wait until worker ``i`` answers (and, with ``stage``, reports that stage)."""
+        from lumen.executor.client import ExecutorClient
+
+        name = f"worker-{i}"
+        while True:
+            self._check_alive(name)
+            try:
+                client = ExecutorClient(self.worker_addresses[i], i, timeout_s=1.0)
+                try:
+                    status = client.status(timeout_s=1.0)
+                finally:
+                    client.close()
+                if stage is None or status.stage == stage:
+                    return
+            except Exception:  # not up yet
+                pass
+            self._sleep_until(deadline, name)
+
+    def _wait_http(self, url: str, name: str, deadline: float) -> None:
+        while True:
+            self._check_alive(name)
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            self._sleep_until(deadline, name)
+
+    def _sleep_until(self, deadline: float, name: str) -> None:
+        if time.monotonic() > deadline:
+            tail = self.processes[name].log_tail() if name in self.processes else ""
+            raise RuntimeError(f"{name} did not come up in time; its log:\n{tail}")
+        time.sleep(0.1)
+
+    def kill_worker(self, i: int) -> None:
+        """SIGKILL worker ``i`` (a real crash: no clean-up of any kind)."""
+        self.processes[f"worker-{i}"].signal(signal.SIGKILL)
+        popen = self.processes[f"worker-{i}"].popen
+        if popen is not None:
+            popen.wait(10.0)
+
+    def restart_worker(self, i: int) -> None:
+        """Start worker ``i`` again on its address, in staged recovery when the policy uses a
+        draft (DraftLoading first), otherwise loading the target straight away."""
+        stage = "draft-loading" if self.spec.progressive else "serving"
+        name = f"worker-{i}"
+        self._spawn(name, self._worker_argv(i, stage), self.spec.log_dir / f"{name}.log")
+
+    def stop(self) -> None:
+        """Stop the gateway, the workers, then the planner (SIGTERM, then SIGKILL)."""
+        order = ["gateway", *(f"worker-{i}" for i in self.worker_addresses), "planner"]
+        for name in order:
+            if name in self.processes:
+                self.processes[name].stop()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
