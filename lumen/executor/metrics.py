@@ -6,13 +6,10 @@ one process; the global default registry would refuse the second).
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lumen.executor.api import STAGES
+from lumen.telemetry import MetricsEndpoint
 
 __all__ = ["WorkerMetrics"]
 
@@ -20,12 +17,12 @@ _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
-class WorkerMetrics:
+class WorkerMetrics(MetricsEndpoint):
     """Counters, gauges and histograms of one worker (``worker`` label on none: one process
     serves one worker; Prometheus adds the instance)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
         r = self.registry
         self.ttft = Histogram(
             "lumen_worker_ttft_seconds",
@@ -89,8 +86,6 @@ class WorkerMetrics:
             registry=r,
         )
         self.set_stage("serving")
-        self._http: Any = None
-        self._lock = threading.Lock()
 
     def set_stage(self, stage: str) -> None:
         for name in STAGES:
@@ -105,21 +100,3 @@ class WorkerMetrics:
     def observe_sent(self, pages: int, nbytes: int) -> None:
         self.ckpt_pages_sent.inc(pages)
         self.ckpt_sent.inc(nbytes)
-
-    def render(self) -> str:
-        """The text exposition format (what the HTTP endpoint serves)."""
-        return generate_latest(self.registry).decode("utf-8")
-
-    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` on ``port`` (0: any free port); returns the bound port."""
-        with self._lock:
-            if self._http is None:
-                self._http, _ = start_http_server(port, address, registry=self.registry)
-            return int(self._http.server_port)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._http is not None:
-                self._http.shutdown()
-                self._http.server_close()
-                self._http = None

@@ -6,23 +6,22 @@ several servers in one process; the global default registry would refuse the sec
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lumen.planner.result import SolveResult
+from lumen.telemetry import MetricsEndpoint
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 _GAP_BUCKETS = (0.0, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-class ServiceMetrics:
+class ServiceMetrics(MetricsEndpoint):
     """Counters and histograms of one planner server."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
         r = self.registry
         self.rpcs = Counter(
             "lumen_planner_rpcs",
@@ -61,8 +60,6 @@ class ServiceMetrics:
             "lumen_planner_state_version", "Version of the planner's cluster view", registry=r
         )
         self.subscribers = Gauge("lumen_planner_subscribers", "Open WatchPlans streams", registry=r)
-        self._http: Any = None
-        self._lock = threading.Lock()
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.labels(method, code).inc()
@@ -74,21 +71,3 @@ class ServiceMetrics:
         gap = result.gap
         if gap is not None:
             self.gap.labels(problem).observe(gap)
-
-    def render(self) -> str:
-        """The text exposition format (what the HTTP endpoint serves)."""
-        return generate_latest(self.registry).decode("utf-8")
-
-    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` on ``port`` (0: any free port); returns the bound port."""
-        with self._lock:
-            if self._http is None:
-                self._http, _ = start_http_server(port, address, registry=self.registry)
-            return int(self._http.server_port)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._http is not None:
-                self._http.shutdown()
-                self._http.server_close()
-                self._http = None
