@@ -27,6 +27,7 @@ ADAPTERS = frozenset(
         "lumen/executor/worker/servicer.py",
         "lumen/executor/worker/wire.py",
         "lumen/executor/worker/server.py",
+        "lumen/executor/worker/assist_link.py",
     }
 )
 
@@ -215,16 +216,51 @@ def test_planner_service_has_exactly_the_seven_rpcs() -> None:
     assert methods["WatchPlans"].output_type is planner_pb2.PlanUpdate.DESCRIPTOR
 
 
-def test_executor_service_streaming_shape() -> None:
+def test_executor_service_has_exactly_the_seven_rpcs_with_their_streaming_shape() -> None:
     service = executor_pb2.DESCRIPTOR.services_by_name["Executor"]
-    shape = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
+    assert service.full_name == "lumen.v1.Executor"
+    methods = {m.name: m for m in service.methods}
+    shape = {name: (m.client_streaming, m.server_streaming) for name, m in methods.items()}
     assert shape == {
         "SubmitRequest": (False, True),
         "SendPages": (True, False),
         "FetchPages": (False, True),
         "ReportLoad": (False, False),
         "SetStage": (False, False),
+        "MirrorRequests": (False, True),
+        "SubmitProposals": (False, False),
     }
+    assert methods["MirrorRequests"].output_type is executor_pb2.MirrorSnapshot.DESCRIPTOR
+    assert methods["SubmitProposals"].input_type is executor_pb2.SubmitProposalsRequest.DESCRIPTOR
+
+
+def test_assist_link_messages_round_trip() -> None:
+    snapshot = executor_pb2.MirrorSnapshot(
+        steps=12,
+        requests=[
+            executor_pb2.MirroredRequest(
+                request_id=7,
+                prompt_token_ids=[1, 2, 3],
+                output_token_ids=[4],
+                max_tokens=16,
+                stop_token_ids=[0],
+            ),
+            executor_pb2.MirroredRequest(
+                request_id=8, output_offset_tokens=5, output_token_ids=[9, 9]
+            ),
+        ],
+    )
+    _round_trip(snapshot)
+    proposals = executor_pb2.SubmitProposalsRequest(
+        assistant_worker=1,
+        proposals=[
+            executor_pb2.DraftProposal(
+                request_id=7, history_tokens=4, last_token_id=4, token_ids=[5, 6, 7, 8]
+            )
+        ],
+    )
+    _round_trip(proposals)
+    _round_trip(executor_pb2.SubmitProposalsResponse(proposals_queued=1))
 
 
 def test_grpc_modules_import() -> None:

@@ -15,6 +15,7 @@ ADAPTERS = frozenset(
         "lumen/executor/worker/servicer.py",
         "lumen/executor/worker/wire.py",
         "lumen/executor/worker/server.py",
+        "lumen/executor/worker/assist_link.py",
     }
 )
 #: Our executor modules (the engine and the gateway have their own rules).

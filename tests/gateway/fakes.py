@@ -5,9 +5,11 @@ sampling) the seed (:func:`fake_token`), so a request resumed anywhere with its 
 continues exactly as it would have: the failure-free output is known in advance
 (:func:`expected_output`). Fakes can be killed (streams raise ``WorkerUnavailableError``
 mid-stream, heartbeats fail), hung (streams block, ``steps`` stops growing, heartbeats still
-answer), made unresponsive (heartbeats time out) and revived. A :class:`FakeCluster` shares the
-checkpoint inventory: a request's home records its valid prefix on its holder as it decodes,
-and a killed holder loses what it held.
+answer), made unresponsive (heartbeats time out) and revived. A recovering fake (``stage =
+"draft-loading"``) refuses ``set_stage("assisting", ...)`` with FAILED_PRECONDITION until
+``draft_ready``, as a real worker does before its draft is loaded. A :class:`FakeCluster`
+shares the checkpoint inventory: a request's home records its valid prefix on its holder as it
+decodes, and a killed holder loses what it held.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ def expected_output(
     prompt: Sequence[int], max_tokens: int, seed: int | None = None, temperature: float = 0.0
 ) -> tuple[int, ...]:
     return tuple(fake_token(prompt, i, seed, temperature) for i in range(max_tokens))
+
+
+class FakeRefusal(Exception):
+    """A call the fake refuses, with the status code's name (like ``ExecutorError``)."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
 
 
 @dataclass
@@ -76,6 +86,11 @@ class FakeWorker:
         self.killed = False
         self.hung = False
         self.unresponsive = False
+        self.waiting_time_s = 0.0
+        self.draft_ready = True
+        self.survivor: int | None = None
+        #: (stage, survivor) of every set_stage call, refused ones included.
+        self.stage_calls: list[tuple[str, int | None]] = []
         self.submissions: list[GenerationRequest] = []
         #: (request id, restore_from, prefix the holder had) per submission with a restore.
         self.restores: list[tuple[int, int, int]] = []
@@ -170,7 +185,7 @@ class FakeWorker:
             stage=self.stage,
             queue_length=0,
             running=running,
-            waiting_time_s=0.0,
+            waiting_time_s=self.waiting_time_s,
             kv_used_tokens=used,
             kv_capacity_tokens=200_000,
             host_budget_bytes=80 * 10**9,
@@ -180,7 +195,11 @@ class FakeWorker:
         )
 
     def set_stage(self, stage: str, survivor: int | None = None) -> str:
+        self.stage_calls.append((stage, survivor))
+        if stage == "assisting" and not self.draft_ready:
+            raise FakeRefusal("FAILED_PRECONDITION", "the draft model is not loaded yet")
         self.stage = stage
+        self.survivor = survivor
         return stage
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ gateway.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -53,8 +54,9 @@ def parse_workers(text: str) -> list[tuple[int, str]]:
 
 class AddressedWorker:
     """A worker client whose submissions also name the holder's and the restore source's
-    addresses (``ExecutorClient.submit(..., holder_address=, restore_address=)``), so that
-    workers need no peer table of their own."""
+    addresses (``ExecutorClient.submit(..., holder_address=, restore_address=)``), and whose
+    pairings the survivor's (``set_stage(..., survivor_address=)``), so that workers need no
+    peer table of their own."""
 
     def __init__(self, client: Any, addresses: Mapping[int, str]) -> None:
         self.client = client
@@ -80,7 +82,8 @@ class AddressedWorker:
         return status
 
     def set_stage(self, stage: str, survivor: int | None = None) -> str:
-        return str(self.client.set_stage(stage, survivor))
+        address = self.addresses.get(survivor, "") if survivor is not None else ""
+        return str(self.client.set_stage(stage, survivor, survivor_address=address))
 
     def close(self) -> None:
         self.client.close()
@@ -95,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="also serve /metrics on this port")
     p.add_argument("--model", default="lumen", help="model name clients must send")
     p.add_argument("--vocab-size", type=int, default=256, help="ids accepted in prompts")
-    p.add_argument("--scenario", default="paper-8w-qwen3-14b", help="cost model source")
+    p.add_argument(
+        "--scenario",
+        default="paper-8w-qwen3-14b",
+        help="cost model and speculation parameters (draft pairing) source",
+    )
     p.add_argument("--workers-per-node", type=int, default=1)
     p.add_argument("--heartbeat-interval", type=float, default=0.5, help="seconds")
     p.add_argument("--heartbeat-timeout", type=float, default=1.0, help="seconds")
@@ -125,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    from lumen.scenarios.resolve import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    speculation = scenario.scenario.speculation  # the pairing problem's draft parameters
+    config = dataclasses.replace(
+        config, acceptance_rate=speculation.acceptance_rate, speculation_depth=speculation.depth
+    )
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -143,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for wid, address in workers
     ]
     planner = PlannerClient(args.planner, timeout_s=args.planner_timeout) if args.planner else None
-    gateway = Gateway(clients, config, planner=planner)
+    gateway = Gateway(clients, config, planner=planner, cost=scenario.cost_model)
     gateway.start()
     http = GatewayHTTPServer(gateway, (host, port))
     if args.metrics_port is not None:

@@ -25,6 +25,8 @@ class GatewayConfig:
             before it goes to the least-loaded serving worker instead.
         report_interval_s: how often the cluster state is reported to the planner service.
         max_resumes: a request resumed more often than this ends with an error.
+        acceptance_rate, speculation_depth: the draft's expected acceptance rate and the
+            tokens it proposes per step (K), with which the pairing problem is posed.
     """
 
     policy: str = "lumen"
@@ -41,11 +43,15 @@ class GatewayConfig:
     max_resumes: int = 16
     max_tokens_limit: int = 4096
     max_prompt_tokens: int = 32768
+    acceptance_rate: float = 0.6
+    speculation_depth: int = 4
 
     def __post_init__(self) -> None:
         check_policy(self.policy)
         if self.workers_per_node < 1 or self.max_resumes < 0:
             raise ValueError("workers_per_node must be >= 1 and max_resumes >= 0")
+        if not 0.0 < self.acceptance_rate < 1.0 or self.speculation_depth < 1:
+            raise ValueError("acceptance_rate must be in (0, 1) and speculation_depth >= 1")
 
 
 @dataclass

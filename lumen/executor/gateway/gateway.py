@@ -1,8 +1,9 @@
 """The gateway core: requests in, tokens out, failures detected and recovered in between.
 
 A :class:`Gateway` owns the per-request token histories, a :class:`WorkerBoard` (statuses,
-who runs what), a :class:`HealthMonitor`, a :class:`HolderPlacer` and a
-:class:`RecoveryPlanner`. Each request waits in the pending list until the dispatch thread
+who runs what), a :class:`HealthMonitor`, a :class:`HolderPlacer`, a :class:`RecoveryPlanner`
+and, for policies with progressive recovery, a :class:`PairingDriver` that pairs recovering
+workers with survivors. Each request waits in the pending list until the dispatch thread
 puts it on the least-loaded serving worker (or on the worker its recovery plan names); one
 thread per attempt reads the worker's token stream into the request's history and its client's
 sink. When a worker fails (no heartbeat, a hang, or a broken stream that a status probe
@@ -36,10 +37,12 @@ from lumen.executor.gateway.failover import Failover
 from lumen.executor.gateway.health import HealthMonitor
 from lumen.executor.gateway.history import HistoryGapError, StreamItem, TrackedRequest
 from lumen.executor.gateway.metrics import GatewayMetrics
+from lumen.executor.gateway.pairing import PairingDriver
 from lumen.executor.gateway.planner_link import PlannerLink
 from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
 from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
+from lumen.planner.domain import ClusterState
 from lumen.simulator.recovery import check_policy
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,23 @@ class Gateway:
             active=self.active,
             wake=self._wake_dispatcher,
         )
+        self.pairing = (
+            PairingDriver(
+                self._workers,
+                self.board,
+                self.spec.pairing,
+                self._snapshot,
+                cost,
+                self.metrics,
+                link=self.link,
+                acceptance_rate=self.config.acceptance_rate,
+                depth=self.config.speculation_depth,
+                interval_s=self.config.health.interval_s,
+                time_limit_s=self.config.recovery_time_limit_s,
+            )
+            if self.spec.pairing is not None
+            else None
+        )
         self._ids = itertools.count()
         self._active: dict[int, TrackedRequest] = {}
         self._pending: list[Pending] = []
@@ -139,6 +159,8 @@ class Gateway:
             self._on_status(wid, status)
         self.placer.rebuild()
         self.monitor.start()
+        if self.pairing is not None:
+            self.pairing.start()
         loops = [("lumen-dispatch", self._dispatch_loop)]
         if self.link is not None:
             loops.append(("lumen-report", self._report_loop))
@@ -152,6 +174,8 @@ class Gateway:
         self._stop.set()
         self._wake.set()
         self.monitor.stop(timeout_s)
+        if self.pairing is not None:
+            self.pairing.stop(timeout_s)
         for t in self._threads:
             t.join(timeout_s)
         with self._lock:
@@ -408,6 +432,8 @@ class Gateway:
                 worker, "up" if status.stage == "serving" else status.stage
             )
         self.placer.update_wait(worker, status.waiting_time_s)
+        if self.pairing is not None:
+            self.pairing.observe(worker)
 
     def _on_return(self, worker: int, status: WorkerStatus) -> None:
         log.info("worker %d is back (stage %s)", worker, status.stage)
@@ -419,12 +445,15 @@ class Gateway:
 
     # -- planner service -------------------------------------------------------------------------
 
+    def _snapshot(self) -> ClusterState:
+        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
+        return snapshot(self.board, self.cost, running, self.config.workers_per_node)
+
     def _report_state(self) -> None:
         """Send the current cluster state to the planner service (no-op without one)."""
         if self.link is None:
             return
-        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
-        state = snapshot(self.board, self.cost, running, self.config.workers_per_node)
+        state = self._snapshot()
         self.link.call("report", lambda client: client.report_cluster_state(state))
 
     def _report_loop(self) -> None:

@@ -105,6 +105,13 @@ class GatewayMetrics:
             "1 while the gateway is planning or re-dispatching a recovery",
             registry=r,
         )
+        self.pairings = Counter(
+            "lumen_gateway_pairings",
+            "Recovering workers paired with a survivor to draft for, by where the choice came"
+            " from (planner, local, rule)",
+            ["source"],
+            registry=r,
+        )
         self.worker_state = Gauge(
             "lumen_gateway_worker_state",
             "1 for a worker's current state: up, failed, or its recovery stage",

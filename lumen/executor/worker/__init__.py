@@ -6,6 +6,7 @@ The pieces, each in its own module (see docs/executor.md):
 - :mod:`~lumen.executor.worker.streamer`: checkpoint pages to the holder, off the decode path;
 - :mod:`~lumen.executor.worker.stages`: staged recovery and rate-limited weight loading;
 - :mod:`~lumen.executor.worker.assist`: the assisting draft's proposals for its survivor;
+- :mod:`~lumen.executor.worker.assist_link`: the survivor reached over gRPC (an adapter);
 - :mod:`~lumen.executor.worker.core`: the worker (engine loop + store + stages + peers);
 - :mod:`~lumen.executor.worker.servicer`, :mod:`~lumen.executor.worker.wire`,
   :mod:`~lumen.executor.worker.server`: the gRPC adapters (the only ones that import stubs,

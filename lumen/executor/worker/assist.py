@@ -9,8 +9,9 @@ requests are mirrored: for sampled ones the rejection rule keeps the target's di
 not the exact draws of its seed, and LUMEN's outputs must not depend on whether a draft helped.
 
 The survivor is reached through an :class:`AssistLink`. :class:`~.core.Worker` is one (the
-in-process link, used by tests and single-process clusters); a gRPC link needs two more calls in
-the executor protocol (see docs/executor.md).
+in-process link, used by tests and single-process clusters); across processes it is
+:class:`~lumen.executor.worker.assist_link.GrpcAssistLink` (the survivor's ``MirrorRequests`` and
+``SubmitProposals`` calls). A link with a ``close()`` method is closed when the assistant stops.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Assistant:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
+        self._close_link()
 
     def stats(self) -> AssistStats:
         return AssistStats(self._rounds, self._proposals, self._queued)
@@ -110,7 +112,13 @@ class Assistant:
                 self._rounds += 1
             except Exception as exc:  # the survivor is gone or stopping: stop assisting
                 log.warning("assisting stopped: %s", exc)
+                self._close_link()
                 return
+
+    def _close_link(self) -> None:
+        close = getattr(self.link, "close", None)
+        if callable(close):
+            close()
 
     def _forget(self, request_ids: set[str]) -> None:
         for request_id in request_ids:

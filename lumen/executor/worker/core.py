@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from lumen.executor.engine.interface import Engine, KVPage, Proposal, WeightSour
 from lumen.executor.metrics import WorkerMetrics
 from lumen.executor.store import CheckpointStore, PageOutcome
 from lumen.executor.worker.assist import AssistLink, Mirror
-from lumen.executor.worker.errors import InvalidField, NotReady
+from lumen.executor.worker.errors import InvalidField, NotReady, WorkerStopping
 from lumen.executor.worker.loop import EngineLoop, RequestStream, engine_request_id
 from lumen.executor.worker.stages import StageMachine
 from lumen.executor.worker.streamer import CheckpointStreamer, PagePeer
@@ -266,6 +267,22 @@ class Worker:
         """This worker's requests past their prefill, for a paired draft to propose for."""
         steps, specs = self.loop.running_specs()
         return Mirror(steps, tuple(specs))
+
+    def mirror_stream(self, alive: Callable[[], bool], poll_s: float = 0.002) -> Iterator[Mirror]:
+        """:meth:`mirrored_requests` after each engine step, while ``alive()`` (the stream a
+        paired draft reads). The step counter is read without entering the engine loop, so
+        an idle survivor costs nothing. Ends with :class:`WorkerStopping` once the worker
+        stops, so that the draft stops at once instead of after the server's grace period."""
+        last = -1
+        while alive():
+            if self.loop.stopping:
+                raise WorkerStopping("", "worker stopping")
+            if self.loop.stats().steps == last:
+                time.sleep(poll_s)
+                continue
+            mirror = self.mirrored_requests()
+            last = mirror.steps
+            yield mirror
 
     def accept_proposals(self, proposals: Sequence[Proposal]) -> int:
         """Queue draft proposals for verification in the next step (stale ones are dropped);

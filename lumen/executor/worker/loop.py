@@ -161,6 +161,11 @@ class EngineLoop:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stopping
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop stepping; running requests end with :class:`WorkerStopping`."""
         with self._cond:

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from lumen.executor.client import PeerPool
 from lumen.executor.metrics import WorkerMetrics
 from lumen.executor.worker.assist import AssistLink
+from lumen.executor.worker.assist_link import grpc_assist_link
 from lumen.executor.worker.core import Worker, WorkerConfig
 from lumen.executor.worker.servicer import SERVICE_NAME, ExecutorServicer, add_to_server
 
@@ -127,8 +128,11 @@ def create_server(
 ) -> tuple[WorkerServer, int]:
     """Build the worker and its server and bind the port; returns it (not started) and the
     port. The weights load in :meth:`WorkerServer.start`. ``assist_link`` reaches a survivor to
-    draft for while assisting (see :mod:`~lumen.executor.worker.assist`)."""
+    draft for while assisting (see :mod:`~lumen.executor.worker.assist`); by default the
+    survivor's own server, over gRPC (:mod:`~lumen.executor.worker.assist_link`)."""
     config = config or ServerConfig()
+    if assist_link is None:
+        assist_link = grpc_assist_link(worker_config.worker_id)
     peers = PeerPool()
     worker = Worker(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
     options = [

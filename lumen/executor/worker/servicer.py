@@ -123,6 +123,26 @@ class ExecutorServicer(pb_grpc.ExecutorServicer):
 
         return self._call("SetStage", context, run)
 
+    def MirrorRequests(
+        self, request: pb.MirrorRequestsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.MirrorSnapshot]:
+        log.info("worker %d drafts for this worker", request.assistant_worker)
+        try:
+            encoder = wire.MirrorEncoder()
+            for mirror in self.worker.mirror_stream(alive=context.is_active):
+                yield encoder.encode(mirror)
+        except Exception as exc:
+            _abort("MirrorRequests", context, exc)
+
+    def SubmitProposals(
+        self, request: pb.SubmitProposalsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitProposalsResponse:
+        def run() -> pb.SubmitProposalsResponse:
+            queued = self.worker.accept_proposals(wire.proposals_from_proto(request))
+            return pb.SubmitProposalsResponse(proposals_queued=queued)
+
+        return self._call("SubmitProposals", context, run)
+
 
 def add_to_server(servicer: ExecutorServicer, server: Any) -> None:
     """Register the servicer on a ``grpc.Server``."""

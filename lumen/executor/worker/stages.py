@@ -10,7 +10,7 @@ A restarted worker goes DraftLoading -> Assisting -> Switching -> Serving:
   into the engine (host -> device);
 - **serving**: the target serves requests.
 
-The planner (or the launcher) pairs the worker with SetStage(assisting) once its draft is
+The gateway's pairing driver pairs the worker with SetStage(assisting) once its draft is
 up; the worker enters switching by itself as soon as the target is in host memory (paired or
 not), and switching ends in serving by itself. Reads are throttled to ``ssd_gbyte_s`` so
 that reload windows on a CPU machine last as long as on real hardware.

@@ -6,7 +6,10 @@ only sees consistent values. Request ids are integers on the wire and decimal st
 engine (a KV page's checksum covers the string, so every worker must spell it the same way).
 Units change here: the protocol speaks milliseconds, the domain seconds.
 
-Used by the servicer (inbound) and by :mod:`lumen.executor.client` (the reverse).
+Used by the servicer (inbound) and by :mod:`lumen.executor.client` and
+:mod:`lumen.executor.worker.assist_link` (the reverse). The assist link's mirror stream is
+stateful: :class:`MirrorEncoder` (survivor) sends each request's history in full once and then
+only its new output tokens; :class:`MirrorDecoder` (recovering worker) rebuilds the histories.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lumen.executor.api import STAGES, GenerationRequest, TokenEvent, WorkerStatus
+from lumen.executor.engine.interface import Proposal, RequestSpec, SamplingParams
 from lumen.executor.engine.kv_page import KVPage
+from lumen.executor.worker.assist import Mirror
 from lumen.executor.worker.errors import InvalidField
 from lumen.proto.gen.v1 import executor_pb2 as pb
 from lumen.proto.gen.v1 import planner_pb2 as planner_pb
@@ -26,6 +31,8 @@ MAX_CONTEXT_TOKENS = 1 << 20
 MAX_SEED = 2**63 - 1
 MAX_TEMPERATURE = 1e3
 MAX_ADDRESS = 256
+#: Most draft tokens one proposal may carry.
+MAX_PROPOSAL_TOKENS = 32
 
 _STAGES_OUT = {
     "draft-loading": pb.RECOVERY_STAGE_DRAFT_LOADING,
@@ -225,3 +232,100 @@ def status_from_proto(msg: pb.ReportLoadResponse) -> WorkerStatus:
         steps=msg.steps,
         checkpoints=dict(msg.checkpointed_tokens_by_request),
     )
+
+
+# ---- the assist link ---------------------------------------------------------------------------
+
+
+class MirrorEncoder:
+    """Survivor side of one MirrorRequests stream: mirrors -> snapshots, sending each
+    request's prompt once and afterwards only the output tokens the stream has not carried."""
+
+    def __init__(self) -> None:
+        self._sent: dict[str, int] = {}
+
+    def encode(self, mirror: Mirror) -> pb.MirrorSnapshot:
+        msg = pb.MirrorSnapshot(steps=mirror.steps)
+        sent: dict[str, int] = {}
+        for spec in mirror.specs:
+            outputs = spec.output_token_ids
+            offset = self._sent.get(spec.request_id, 0)
+            if offset > len(outputs):  # not the history we sent: start over
+                offset = 0
+            item = msg.requests.add(
+                request_id=int(spec.request_id),
+                output_offset_tokens=offset,
+                output_token_ids=list(outputs[offset:]),
+            )
+            if offset == 0:
+                item.prompt_token_ids.extend(spec.prompt_token_ids)
+                item.max_tokens = spec.sampling.max_new_tokens
+                item.stop_token_ids.extend(spec.sampling.stop_token_ids)
+            sent[spec.request_id] = len(outputs)
+        self._sent = sent
+        return msg
+
+
+class MirrorDecoder:
+    """Recovering side of one MirrorRequests stream: snapshots -> mirrors of greedy specs."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, RequestSpec] = {}
+
+    def decode(self, msg: pb.MirrorSnapshot) -> Mirror:
+        specs: dict[str, RequestSpec] = {}
+        for k, item in enumerate(msg.requests):
+            rid = str(item.request_id)
+            new = tuple(item.output_token_ids)
+            if item.output_offset_tokens == 0:
+                if not item.prompt_token_ids:
+                    raise InvalidField(f"requests[{k}].prompt_token_ids", "missing")
+                sampling = SamplingParams(
+                    max_new_tokens=item.max_tokens, stop_token_ids=tuple(item.stop_token_ids)
+                )
+                spec = RequestSpec(rid, tuple(item.prompt_token_ids), sampling, new)
+            else:
+                known = self._specs.get(rid)
+                if known is None or len(known.output_token_ids) != item.output_offset_tokens:
+                    raise InvalidField(
+                        f"requests[{k}].output_offset_tokens", "does not continue the stream"
+                    )
+                outputs = known.output_token_ids + new
+                spec = RequestSpec(rid, known.prompt_token_ids, known.sampling, outputs)
+            specs[rid] = spec
+        self._specs = specs
+        return Mirror(msg.steps, tuple(specs.values()))
+
+
+def proposals_to_proto(
+    proposals: Sequence[Proposal], assistant_worker: int
+) -> pb.SubmitProposalsRequest:
+    """Greedy proposals on the wire (a sampled draft's probabilities are not carried)."""
+    return pb.SubmitProposalsRequest(
+        assistant_worker=assistant_worker,
+        proposals=[
+            pb.DraftProposal(
+                request_id=int(p.request_id),
+                history_tokens=p.base_len,
+                last_token_id=p.last_token_id,
+                token_ids=list(p.token_ids),
+            )
+            for p in proposals
+        ],
+    )
+
+
+def proposals_from_proto(msg: pb.SubmitProposalsRequest) -> list[Proposal]:
+    """Validate proposals (raises :class:`InvalidField`)."""
+    out: list[Proposal] = []
+    for k, p in enumerate(msg.proposals):
+        if not 1 <= len(p.token_ids) <= MAX_PROPOSAL_TOKENS:
+            raise InvalidField(
+                f"proposals[{k}].token_ids", f"expected 1 to {MAX_PROPOSAL_TOKENS} tokens"
+            )
+        if p.history_tokens < 1:
+            raise InvalidField(f"proposals[{k}].history_tokens", "must be >= 1")
+        out.append(
+            Proposal(str(p.request_id), p.history_tokens, p.last_token_id, tuple(p.token_ids))
+        )
+    return out

@@ -161,3 +161,59 @@ class SetStageResponse(_message.Message):
     STAGE_FIELD_NUMBER: _ClassVar[int]
     stage: RecoveryStage
     def __init__(self, stage: _Optional[_Union[RecoveryStage, str]] = ...) -> None: ...
+
+class MirrorRequestsRequest(_message.Message):
+    __slots__ = ("assistant_worker",)
+    ASSISTANT_WORKER_FIELD_NUMBER: _ClassVar[int]
+    assistant_worker: int
+    def __init__(self, assistant_worker: _Optional[int] = ...) -> None: ...
+
+class MirroredRequest(_message.Message):
+    __slots__ = ("request_id", "output_offset_tokens", "output_token_ids", "prompt_token_ids", "max_tokens", "stop_token_ids")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_OFFSET_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    output_offset_tokens: int
+    output_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    max_tokens: int
+    stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[int] = ..., output_offset_tokens: _Optional[int] = ..., output_token_ids: _Optional[_Iterable[int]] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class MirrorSnapshot(_message.Message):
+    __slots__ = ("steps", "requests")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    requests: _containers.RepeatedCompositeFieldContainer[MirroredRequest]
+    def __init__(self, steps: _Optional[int] = ..., requests: _Optional[_Iterable[_Union[MirroredRequest, _Mapping]]] = ...) -> None: ...
+
+class DraftProposal(_message.Message):
+    __slots__ = ("request_id", "history_tokens", "last_token_id", "token_ids")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LAST_TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    history_tokens: int
+    last_token_id: int
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[int] = ..., history_tokens: _Optional[int] = ..., last_token_id: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SubmitProposalsRequest(_message.Message):
+    __slots__ = ("assistant_worker", "proposals")
+    ASSISTANT_WORKER_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    assistant_worker: int
+    proposals: _containers.RepeatedCompositeFieldContainer[DraftProposal]
+    def __init__(self, assistant_worker: _Optional[int] = ..., proposals: _Optional[_Iterable[_Union[DraftProposal, _Mapping]]] = ...) -> None: ...
+
+class SubmitProposalsResponse(_message.Message):
+    __slots__ = ("proposals_queued",)
+    PROPOSALS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    proposals_queued: int
+    def __init__(self, proposals_queued: _Optional[int] = ...) -> None: ...

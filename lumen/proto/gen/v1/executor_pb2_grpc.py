@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ExecutorStub:
-    """A worker process: generation, KV page transfer, load reports and staged recovery.
+    """A worker process: generation, KV page transfer, load reports, staged recovery and the
+    survivor's side of assisting.
     """
 
     def __init__(self, channel):
@@ -60,10 +61,21 @@ class ExecutorStub:
                 request_serializer=lumen_dot_v1_dot_executor__pb2.SetStageRequest.SerializeToString,
                 response_deserializer=lumen_dot_v1_dot_executor__pb2.SetStageResponse.FromString,
                 _registered_method=True)
+        self.MirrorRequests = channel.unary_stream(
+                '/lumen.v1.Executor/MirrorRequests',
+                request_serializer=lumen_dot_v1_dot_executor__pb2.MirrorRequestsRequest.SerializeToString,
+                response_deserializer=lumen_dot_v1_dot_executor__pb2.MirrorSnapshot.FromString,
+                _registered_method=True)
+        self.SubmitProposals = channel.unary_unary(
+                '/lumen.v1.Executor/SubmitProposals',
+                request_serializer=lumen_dot_v1_dot_executor__pb2.SubmitProposalsRequest.SerializeToString,
+                response_deserializer=lumen_dot_v1_dot_executor__pb2.SubmitProposalsResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServicer:
-    """A worker process: generation, KV page transfer, load reports and staged recovery.
+    """A worker process: generation, KV page transfer, load reports, staged recovery and the
+    survivor's side of assisting.
     """
 
     def SubmitRequest(self, request, context):
@@ -101,6 +113,21 @@ class ExecutorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MirrorRequests(self, request, context):
+        """Survivor side of assisting: stream this worker's greedy requests after each engine step,
+        for the paired recovering worker's draft to propose for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitProposals(self, request, context):
+        """Survivor side of assisting: queue draft proposals for verification in the next step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +156,16 @@ def add_ExecutorServicer_to_server(servicer, server):
                     request_deserializer=lumen_dot_v1_dot_executor__pb2.SetStageRequest.FromString,
                     response_serializer=lumen_dot_v1_dot_executor__pb2.SetStageResponse.SerializeToString,
             ),
+            'MirrorRequests': grpc.unary_stream_rpc_method_handler(
+                    servicer.MirrorRequests,
+                    request_deserializer=lumen_dot_v1_dot_executor__pb2.MirrorRequestsRequest.FromString,
+                    response_serializer=lumen_dot_v1_dot_executor__pb2.MirrorSnapshot.SerializeToString,
+            ),
+            'SubmitProposals': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitProposals,
+                    request_deserializer=lumen_dot_v1_dot_executor__pb2.SubmitProposalsRequest.FromString,
+                    response_serializer=lumen_dot_v1_dot_executor__pb2.SubmitProposalsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lumen.v1.Executor', rpc_method_handlers)
@@ -138,7 +175,8 @@ def add_ExecutorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Executor:
-    """A worker process: generation, KV page transfer, load reports and staged recovery.
+    """A worker process: generation, KV page transfer, load reports, staged recovery and the
+    survivor's side of assisting.
     """
 
     @staticmethod
@@ -266,6 +304,60 @@ class Executor:
             '/lumen.v1.Executor/SetStage',
             lumen_dot_v1_dot_executor__pb2.SetStageRequest.SerializeToString,
             lumen_dot_v1_dot_executor__pb2.SetStageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MirrorRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lumen.v1.Executor/MirrorRequests',
+            lumen_dot_v1_dot_executor__pb2.MirrorRequestsRequest.SerializeToString,
+            lumen_dot_v1_dot_executor__pb2.MirrorSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitProposals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lumen.v1.Executor/SubmitProposals',
+            lumen_dot_v1_dot_executor__pb2.SubmitProposalsRequest.SerializeToString,
+            lumen_dot_v1_dot_executor__pb2.SubmitProposalsResponse.FromString,
             options,
             channel_credentials,
             insecure,
