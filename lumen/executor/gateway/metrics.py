@@ -6,13 +6,10 @@ server serves it at ``/metrics``; ``--metrics-port`` serves it on a port of its 
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lumen.executor.api import STAGES
+from lumen.telemetry import MetricsEndpoint
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
@@ -20,11 +17,11 @@ _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 WORKER_STATES = ("up", "failed", *(s for s in STAGES if s != "serving"))
 
 
-class GatewayMetrics:
+class GatewayMetrics(MetricsEndpoint):
     """Counters, gauges and histograms of one gateway."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
         r = self.registry
         self.ttft = Histogram(
             "lumen_gateway_ttft_seconds",
@@ -118,8 +115,6 @@ class GatewayMetrics:
             ["worker", "state"],
             registry=r,
         )
-        self._http: Any = None
-        self._lock = threading.Lock()
 
     def set_worker_state(self, worker: int, state: str) -> None:
         for s in WORKER_STATES:
@@ -129,20 +124,3 @@ class GatewayMetrics:
         """A sample's current value (0 when absent), for tests and logs."""
         got = self.registry.get_sample_value(name, labels or {})
         return 0.0 if got is None else float(got)
-
-    def render(self) -> str:
-        return generate_latest(self.registry).decode("utf-8")
-
-    def serve_http(self, port: int, address: str = "0.0.0.0") -> int:
-        """Serve ``/metrics`` on ``port`` (0: any free port); returns the bound port."""
-        with self._lock:
-            if self._http is None:
-                self._http, _ = start_http_server(port, address, registry=self.registry)
-            return int(self._http.server_port)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._http is not None:
-                self._http.shutdown()
-                self._http.server_close()
-                self._http = None
