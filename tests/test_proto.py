@@ -22,11 +22,9 @@ ADAPTERS = frozenset(
         "lumen/planner/servicer.py",
         "lumen/planner/client.py",
         "lumen/planner/service/wire.py",
-        "lumen/planner/service/server.py",
         "lumen/executor/client.py",
         "lumen/executor/worker/servicer.py",
         "lumen/executor/worker/wire.py",
-        "lumen/executor/worker/server.py",
         "lumen/executor/worker/assist_link.py",
     }
 )

@@ -14,7 +14,6 @@ ADAPTERS = frozenset(
         "lumen/executor/client.py",
         "lumen/executor/worker/servicer.py",
         "lumen/executor/worker/wire.py",
-        "lumen/executor/worker/server.py",
         "lumen/executor/worker/assist_link.py",
     }
 )

@@ -15,17 +15,13 @@ the server with its bound port; :meth:`WorkerServer.start` loads the weights and
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from lumen.executor.client import PeerPool
 from lumen.executor.metrics import WorkerMetrics
@@ -33,13 +29,18 @@ from lumen.executor.worker.assist import AssistLink
 from lumen.executor.worker.assist_link import grpc_assist_link
 from lumen.executor.worker.core import Worker, WorkerConfig
 from lumen.executor.worker.servicer import SERVICE_NAME, ExecutorServicer, add_to_server
+from lumen.grpc_server import (
+    SERVING,
+    add_health_and_reflection,
+    bind,
+    dial_target,
+    new_server,
+    run_until_signal,
+)
 
 __all__ = ["ServerConfig", "WorkerServer", "create_server", "serve"]
 
 log = logging.getLogger(__name__)
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,7 @@ class WorkerServer:
     @property
     def target(self) -> str:
         """``host:port`` a client on this machine can dial."""
-        host = self.config.address.rsplit(":", 1)[0]
-        if host in ("", "0.0.0.0", "[::]", "::"):
-            host = "127.0.0.1"
-        return f"{host}:{self.port}"
+        return dial_target(self.config.address, self.port)
 
     def start(self) -> None:
         """Accept calls, load the weights (cold start), then report SERVING."""
@@ -135,46 +133,14 @@ def create_server(
         assist_link = grpc_assist_link(worker_config.worker_id)
     peers = PeerPool()
     worker = Worker(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_workers, thread_name_prefix="lumen-rpc"
-        ),
-        options=options,
-    )
+    server = new_server(config.max_workers, config.max_message_bytes)
     add_to_server(ExecutorServicer(worker), server)
-    health_servicer = health.HealthServicer()
-    health_servicer.set("", NOT_SERVING)
-    health_servicer.set(SERVICE_NAME, NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port = server.add_insecure_port(config.address)
-    if port == 0:
-        raise OSError(f"could not bind {config.address}")
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
+    port = bind(server, config.address)
     return WorkerServer(server, worker, peers, health_servicer, port, config), port
 
 
 def serve(server: WorkerServer, on_ready: Callable[[], None] | None = None) -> None:
     """Start ``server`` and run it until SIGTERM or SIGINT, then stop it gracefully;
     ``on_ready`` runs once it serves."""
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping gracefully", signum)
-        threading.Thread(target=server.stop, name="lumen-stop", daemon=True).start()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.start()
-        if on_ready is not None:
-            on_ready()
-        while not server.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signal(server, on_ready)

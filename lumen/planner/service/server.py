@@ -16,27 +16,28 @@ until SIGTERM or SIGINT. Around the planner service:
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
+from lumen.grpc_server import (
+    SERVING,
+    add_health_and_reflection,
+    bind,
+    dial_target,
+    new_server,
+    run_until_signal,
+)
 from lumen.planner.controller import Controller, ControllerConfig
 from lumen.planner.service.auth import BearerTokenInterceptor
 from lumen.planner.service.metrics import ServiceMetrics
 from lumen.planner.servicer import SERVICE_NAME, PlannerServicer, add_to_server
 
 log = logging.getLogger(__name__)
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,7 @@ class PlannerServer:
     @property
     def target(self) -> str:
         """``host:port`` a client on this machine can dial."""
-        host = self.config.address.rsplit(":", 1)[0]
-        if host in ("", "0.0.0.0", "[::]", "::"):
-            host = "127.0.0.1"
-        return f"{host}:{self.port}"
+        return dial_target(self.config.address, self.port)
 
     def start(self) -> None:
         """Start serving: :meth:`listen`, then :meth:`mark_ready`."""
@@ -138,52 +136,13 @@ def create_server(
     metrics = ServiceMetrics()
     controller = Controller(controller_config, on_solve=metrics.observe_solve)
     interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.server(
-        concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.max_workers, thread_name_prefix="lumen-rpc"
-        ),
-        interceptors=interceptors,
-        options=options,
-        maximum_concurrent_rpcs=None,
-    )
+    server = new_server(config.max_workers, config.max_message_bytes, interceptors)
     add_to_server(PlannerServicer(controller, metrics), server)
-    health_servicer = health.HealthServicer()
-    health_servicer.set("", NOT_SERVING)
-    health_servicer.set(SERVICE_NAME, NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    if config.tls_cert is not None and config.tls_key is not None:
-        credentials = grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())]
-        )
-        port = server.add_secure_port(config.address, credentials)
-    else:
-        port = server.add_insecure_port(config.address)
-    if port == 0:
-        raise OSError(f"could not bind {config.address}")
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME)
+    port = bind(server, config.address, config.tls_cert, config.tls_key)
     return PlannerServer(server, controller, health_servicer, metrics, port, config), port
 
 
 def serve(server: PlannerServer) -> None:
     """Start ``server`` and run it until SIGTERM or SIGINT, then stop it gracefully."""
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping gracefully", signum)
-        # Stop outside the handler: it waits on in-flight calls.
-        threading.Thread(target=server.stop, name="lumen-stop", daemon=True).start()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        server.start()
-        while not server.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    run_until_signal(server)
