@@ -20,7 +20,7 @@ from lumen.executor.cluster_run import (
     run_policy,
 )
 from lumen.executor.launcher import ClusterSpec
-from lumen.executor.loadgen import LoadRequest
+from lumen.executor.loadgen import LoadRequest, LoadResult
 
 pytest.importorskip("torch")
 
@@ -37,6 +37,16 @@ def _requests(n: int = 10) -> list[LoadRequest]:
 
 def _spec(tmp_path: Path, policy: str) -> ClusterSpec:
     return ClusterSpec(3, policy, ssd_gbyte_s=SSD_GBYTE_S, min_step_s=0.01, log_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> LoadResult:
+    """The failure-free run every test compares with (the outputs depend only on the
+    requests and the weights, not on the policy)."""
+    spec = _spec(tmp_path_factory.mktemp("reference"), "stop-and-restart")
+    run = run_policy(reference_spec(spec), _requests(), None, timeout_s=120.0)
+    assert run.load.ok == len(_requests())
+    return run.load
 
 
 def test_injection_syntax() -> None:
@@ -57,19 +67,32 @@ def test_injection_syntax() -> None:
     ],
 )
 def test_sigkill_mid_generation_loses_nothing(
-    tmp_path: Path, policy: str, killed: tuple[int, ...]
+    tmp_path: Path, reference: LoadResult, policy: str, killed: tuple[int, ...]
 ) -> None:
     requests = _requests()
     spec = _spec(tmp_path / policy, policy)
-    reference = run_policy(reference_spec(spec), requests, None, timeout_s=120.0)
-    assert reference.load.ok == len(requests)
     run = run_policy(spec, requests, FailureInjection(0.5, killed), timeout_s=120.0)
     assert run.load.errors == [None] * len(requests)
-    assert mismatches(run.load, reference.load) == []
+    assert mismatches(run.load, reference) == []
     assert [len(t) for t in run.load.token_ids] == [r.max_tokens for r in requests]
     assert math.isfinite(run.recovery_s) and run.recovery_s > 0
     summary = run.summary()
     assert summary["errors"] == 0 and summary["window_requests"] > 0
     # The kill did interrupt requests in flight, and the gateway resumed them.
     assert run.counter("lumen_gateway_worker_failures_total") >= len(killed)
+    assert run.counter("lumen_gateway_resumed_requests_total") > 0
+
+
+def test_hung_worker_and_dead_planner(tmp_path: Path, reference: LoadResult) -> None:
+    # Worker 1 is SIGSTOPped (alive but silent: only heartbeats and forward progress can tell)
+    # while the planner service is SIGKILLed: the gateway detects the hang, plans recovery
+    # itself, and every output is still the failure-free one.
+    requests = _requests()
+    spec = _spec(tmp_path, "lumen-checkpoint-dispatch")
+    failure = FailureInjection(0.5, (1,), restart_after_s=4.0, hang=True, kill_planner=True)
+    run = run_policy(spec, requests, failure, timeout_s=120.0)
+    assert run.load.errors == [None] * len(requests)
+    assert mismatches(run.load, reference) == []
+    assert run.counter("lumen_gateway_worker_failures_total") >= 1
+    assert run.counter("lumen_gateway_planner_fallbacks_total") >= 1
     assert run.counter("lumen_gateway_resumed_requests_total") > 0

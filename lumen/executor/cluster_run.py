@@ -35,6 +35,12 @@ class FailureInjection:
     at_s: float
     workers: tuple[int, ...]
     restart_after_s: float = 0.0
+    #: SIGSTOP instead of SIGKILL: the workers hang (alive, silent) until they are killed and
+    #: restarted after ``restart_after_s``.
+    hang: bool = False
+    #: Also SIGKILL the planner service at the same time (the gateway falls back to planning
+    #: recovery itself).
+    kill_planner: bool = False
 
 
 def parse_injection(text: str) -> FailureInjection:
@@ -116,6 +122,8 @@ def _watch_recovery(
     """Restart the workers after their delay and time them until they all serve."""
     time.sleep(failure.restart_after_s)
     for w in failure.workers:
+        if failure.hang:
+            cluster.kill_worker(w)
         cluster.restart_worker(w)
     deadline = time.monotonic() + 600.0
     try:
@@ -144,8 +152,13 @@ def run_policy(
             nonlocal watcher
             assert failure is not None
             t_kill.append(time.monotonic())
+            if failure.kill_planner:
+                cluster.kill_planner()
             for w in failure.workers:
-                cluster.kill_worker(w)
+                if failure.hang:
+                    cluster.hang_worker(w)
+                else:
+                    cluster.kill_worker(w)
             watcher = threading.Thread(
                 target=_watch_recovery, args=(cluster, failure, t_kill, done), daemon=True
             )

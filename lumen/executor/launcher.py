@@ -273,6 +273,16 @@ class LocalCluster:
         if popen is not None:
             popen.wait(10.0)
 
+    def hang_worker(self, i: int) -> None:
+        """SIGSTOP worker ``i``: it stays alive but answers nothing and makes no progress."""
+        self.processes[f"worker-{i}"].signal(signal.SIGSTOP)
+
+    def kill_planner(self) -> None:
+        """SIGKILL the planner service (the gateway must plan recovery without it)."""
+        handle = self.processes.get("planner")
+        if handle is not None:
+            handle.signal(signal.SIGKILL)
+
     def restart_worker(self, i: int) -> None:
         """Start worker ``i`` again on its address, in staged recovery when the policy uses a
         draft (DraftLoading first), otherwise loading the target straight away."""
