@@ -72,7 +72,8 @@ def test_scenario_list_and_schema(tmp_path: Path) -> None:
 
 
 def test_demo_summarizes_every_bundled_scenario() -> None:
-    result = runner.invoke(app, ["demo"])
+    # The live-cluster part is covered by tests/test_cluster_live.py and test_cli_cluster.py.
+    result = runner.invoke(app, ["demo", "--no-live"])
     assert result.exit_code == 0, result.output
     for name in bundled_scenarios():
         assert name in result.output

@@ -2,7 +2,10 @@
 
 The scenario gives the policies and the workload's shape (its trace or synthetic lengths and
 arrival pattern); the live cluster runs a tiny model on CPU, so the workload is rescaled to
-``--rate`` and its lengths capped (``--max-prompt``, ``--max-output``).
+``--rate`` and its lengths capped (``--max-prompt``, ``--max-output``). Beside each live run
+``cluster run`` prints the simulator's prediction of the same run, on a cost model of the
+workers' model calibrated on this machine (:mod:`lumen.executor.calibrate`,
+:mod:`lumen.executor.prediction`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import typer
@@ -18,7 +22,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lumen.executor.calibrate import Calibration
 from lumen.executor.cluster_run import (
+    FailureInjection,
     PolicyRun,
     mismatches,
     parse_injection,
@@ -27,6 +33,7 @@ from lumen.executor.cluster_run import (
 )
 from lumen.executor.launcher import ClusterSpec, LocalCluster
 from lumen.executor.loadgen import LoadRequest, workload
+from lumen.executor.prediction import LiveSetup, cost_model, predict
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import load_scenario
 from lumen.simulator.recovery import POLICIES
@@ -127,11 +134,115 @@ def _bandwidth_for(reload_s: float) -> float | None:
 
 
 def _ms(x: float) -> str:
-    return "-" if not math.isfinite(x) else f"{1e3 * x:,.0f} ms"
+    if not math.isfinite(x):
+        return "-"
+    return f"{1e3 * x:.1f} ms" if x < 0.1 else f"{1e3 * x:,.0f} ms"
 
 
 def _s(x: float) -> str:
     return "never" if x == math.inf else ("-" if not math.isfinite(x) else f"{x:.2f} s")
+
+
+def _calibration() -> Calibration:
+    """The workers' model measured on this machine (torch needed, like the workers)."""
+    from lumen.executor.calibrate import calibrate
+
+    return calibrate()
+
+
+def calibration_line(cal: Calibration, ssd_gbyte_s: float | None) -> str:
+    """One line of what the calibration measured and the reload it implies."""
+    model = cost_model(cal, LiveSetup(ssd_gbyte_s=ssd_gbyte_s))
+    decode_ms = 1e3 * model.decode_step_time(1, 64)
+    prefill_ms = 1e3 * model.prefill_time(48)
+    return (
+        f"calibrated ({cal.wall_s:.1f} s): decode step {decode_ms:.1f} ms, 48-token prefill"
+        f" {prefill_ms:.1f} ms, loop {1e3 * cal.loop_overhead_s:.1f} ms/step, worker start"
+        f" {_s(cal.process_start_s)}, reload {_s(model.reload_timeline().total_s)}"
+    )
+
+
+def _row(table: Table, name: str, kind: str, s: dict[str, float], outputs: str) -> None:
+    table.add_row(
+        name,
+        kind,
+        _ms(s["ttft_mean_s"]),
+        _ms(s["ttft_p99_s"]),
+        _ms(s["tpot_mean_s"]),
+        _ms(s["window_ttft_mean_s"]),
+        _ms(s["window_tpot_mean_s"]),
+        _s(s["recovery_s"]),
+        outputs,
+    )
+
+
+def _outputs(errors: int, differ: list[int], checked: bool) -> str:
+    """What became of a live run's requests: lost (errors) and, against the reference, how
+    many differ."""
+    parts = [f"{errors} lost"] if errors else []
+    if checked:
+        parts.append(f"{len(differ)} differ" if differ else "identical")
+    return ", ".join(parts) or "-"
+
+
+def compare_live(
+    title: str,
+    load: Sequence[LoadRequest],
+    workers: int,
+    policies: Sequence[str],
+    failure: FailureInjection,
+    *,
+    ssd_gbyte_s: float | None,
+    verify: bool,
+    log_dir: Path,
+    calibration: Calibration,
+    say: Callable[[str], None],
+) -> tuple[Table, bool]:
+    """Run ``load`` live per policy (after a failure-free reference when ``verify``), each
+    beside the simulator's prediction of the same run. Returns the table and whether any
+    request was lost or differs from the reference. Raises RuntimeError when a cluster does
+    not start."""
+    runs: list[PolicyRun] = []
+    reference: PolicyRun | None = None
+    base = ClusterSpec(workers, policies[0], ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
+    if verify:
+        say("failure-free reference run ...")
+        reference = run_policy(reference_spec(base), load, None)
+    specs = []
+    for name in policies:
+        killed = "+".join(map(str, failure.workers))
+        say(f"{name}: running, worker(s) {killed} killed at {failure.at_s:g} s ...")
+        spec = ClusterSpec(workers, name, ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir / name)
+        specs.append(spec)
+        runs.append(run_policy(spec, load, failure))
+    table = Table(title=title)
+    for col in (
+        "policy",
+        "run",
+        "TTFT mean",
+        "TTFT P99",
+        "TPOT mean",
+        "window TTFT",
+        "window TPOT",
+        "recovery",
+        "outputs",
+    ):
+        label = col in ("policy", "run")
+        table.add_column(col, justify="left" if label else "right", no_wrap=label)
+    bad = False
+    free = predict(load, reference_spec(base), None, calibration).summary()
+    if reference is not None:
+        _row(table, "failure-free", "live", reference.summary(), "reference")
+    _row(table, "failure-free", "simulated", free, "-")
+    for spec, r in zip(specs, runs, strict=True):
+        table.add_section()
+        s = r.summary()
+        diff = mismatches(r.load, reference.load) if reference is not None else []
+        bad |= bool(diff) or s["errors"] > 0
+        outputs = _outputs(int(s["errors"]), diff, reference is not None)
+        _row(table, r.policy, "live", s, outputs)
+        _row(table, r.policy, "simulated", predict(load, spec, failure, calibration).summary(), "-")
+    return table, bad
 
 
 @cluster_app.command("run")
@@ -154,7 +265,9 @@ def run(
     ),
     log_dir: Path = typer.Option(Path("out/cluster"), help="Process logs."),
 ) -> None:
-    """Run the workload per policy on a fresh cluster, crash a worker, print what it cost."""
+    """Run the workload per policy on a fresh cluster, crash a worker, print what it cost
+    beside the simulator's prediction of the same run (from the workers' model calibrated on
+    this machine)."""
     try:
         failure = parse_injection(inject_failure)
         loaded = load_scenario(scenario)
@@ -170,51 +283,89 @@ def run(
     names = _policies(policies, [str(p) for p in loaded.scenario.policies])
     load = _requests(scenario, requests, rate, max_prompt, max_output)
     ssd_gbyte_s = _bandwidth_for(reload_s)
-    base = ClusterSpec(workers, names[0], ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
-    runs: list[PolicyRun] = []
-    reference: PolicyRun | None = None
+    out.print("calibrating the workers' model on this machine ...")
     try:
-        if verify:
-            out.print("failure-free reference run ...")
-            reference = run_policy(reference_spec(base), load, None)
-        for name in names:
-            killed = "+".join(map(str, failure.workers))
-            out.print(f"{name}: running, worker(s) {killed} killed at {failure.at_s:g} s ...")
-            spec = ClusterSpec(workers, name, ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir / name)
-            runs.append(run_policy(spec, load, failure))
+        calibration = _calibration()
+    except ImportError as exc:
+        raise _fail(f"the live cluster needs the executor extra (torch): {exc}", 1) from None
+    out.print(calibration_line(calibration, ssd_gbyte_s), highlight=False)
+    title = (
+        f"{loaded.scenario.name}: live cluster vs simulator, {workers} workers, {requests} requests"
+    )
+    try:
+        table, bad = compare_live(
+            title,
+            load,
+            workers,
+            names,
+            failure,
+            ssd_gbyte_s=ssd_gbyte_s,
+            verify=verify,
+            log_dir=log_dir,
+            calibration=calibration,
+            say=lambda text: out.print(text, highlight=False),
+        )
     except RuntimeError as exc:
         raise _fail(str(exc), 1) from None
-    table = Table(
-        title=f"{loaded.scenario.name}: live cluster, {workers} workers, {requests} requests"
-    )
-    for col in (
-        "policy",
-        "errors",
-        "TTFT mean",
-        "TTFT P99",
-        "TPOT mean",
-        "window TTFT",
-        "window TPOT",
-        "recovery",
-        "outputs",
-    ):
-        table.add_column(col, justify="left" if col == "policy" else "right")
-    bad = False
-    for r in runs:
-        s = r.summary()
-        diff = mismatches(r.load, reference.load) if reference is not None else []
-        bad |= bool(diff) or s["errors"] > 0
-        table.add_row(
-            r.policy,
-            f"{s['errors']:.0f}",
-            _ms(s["ttft_mean_s"]),
-            _ms(s["ttft_p99_s"]),
-            _ms(s["tpot_mean_s"]),
-            _ms(s["window_ttft_mean_s"]),
-            _ms(s["window_tpot_mean_s"]),
-            _s(s["recovery_s"]),
-            "-" if reference is None else ("identical" if not diff else f"{len(diff)} differ"),
-        )
     out.print(table)
     if bad:
         raise typer.Exit(1)
+
+
+#: ``lumen demo``'s live part: a short run that still crashes a worker mid-workload.
+DEMO_LIVE_WORKERS = 3
+DEMO_LIVE_REQUESTS = 12
+DEMO_LIVE_RATE = 3.0
+DEMO_LIVE_POLICIES = ("stop-and-restart", "lumen")
+DEMO_LIVE_FAILURE = "2:1"
+DEMO_LIVE_RELOAD_S = 2.0
+
+
+def demo_live(scenario: str, console: Console, log_dir: Path = Path("out/demo-cluster")) -> bool:
+    """``lumen demo``'s live part: a small cluster on loopback, one worker SIGKILLed and
+    restarted under each of two policies, a failure-free reference for the token check, and
+    the simulator's prediction of each run. Prints as it goes; returns False when a cluster
+    did not start or a request was lost or differs. Without torch it prints a one-line note
+    and returns True (the live part needs the ``executor`` extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        console.print(
+            "note: the live-cluster part of the demo needs the executor extra"
+            " (pip install -e '.[executor]'); skipped"
+        )
+        return True
+    failure = parse_injection(DEMO_LIVE_FAILURE)
+    load = _requests(scenario, DEMO_LIVE_REQUESTS, DEMO_LIVE_RATE, 48, 24)
+    ssd_gbyte_s = _bandwidth_for(DEMO_LIVE_RELOAD_S)
+    console.print(
+        f"live cluster: {DEMO_LIVE_WORKERS} worker processes of a tiny model on this CPU,"
+        f" {DEMO_LIVE_REQUESTS} requests of {scenario}'s workload; calibrating ...",
+        highlight=False,
+    )
+    try:
+        calibration = _calibration()
+        console.print(calibration_line(calibration, ssd_gbyte_s), highlight=False)
+        table, bad = compare_live(
+            f"{scenario}: live cluster vs simulator, {DEMO_LIVE_WORKERS} workers,"
+            f" {DEMO_LIVE_REQUESTS} requests, worker 1 SIGKILLed at {failure.at_s:g} s",
+            load,
+            DEMO_LIVE_WORKERS,
+            DEMO_LIVE_POLICIES,
+            failure,
+            ssd_gbyte_s=ssd_gbyte_s,
+            verify=True,
+            log_dir=log_dir,
+            calibration=calibration,
+            say=lambda text: console.print(text, highlight=False),
+        )
+    except ImportError as exc:
+        console.print(f"note: the live-cluster part of the demo is skipped: {exc}")
+        return True
+    except RuntimeError as exc:
+        console.print(f"[bold red]error:[/bold red] live cluster: {escape(str(exc))}")
+        return False
+    console.print(table)
+    if bad:
+        console.print("[bold red]error:[/bold red] a live request was lost or its tokens differ")
+    return not bad

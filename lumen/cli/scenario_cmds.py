@@ -126,9 +126,14 @@ def schema(
         out.print(f"wrote {output}")
 
 
-def demo() -> None:
+def demo(
+    live: bool = typer.Option(
+        True, "--live/--no-live", help="Finish with a short live-cluster run with a real failure."
+    ),
+) -> None:
     """The main job: validate and summarize every bundled scenario, compare the planner's
-    backends on one failure, and simulate the paper's headline comparison."""
+    backends on one failure, simulate the paper's headline comparison, then crash a worker of
+    a small live cluster and compare what it measures with the simulator's prediction."""
     rows: list[tuple[str, ScenarioSummary | None, str]] = []
     for name, path in bundled_scenarios().items():
         try:
@@ -167,9 +172,14 @@ def demo() -> None:
     for problem in ("placement", "recovery", "pairing"):
         out.print(compare_methods(featured, problem, time_limit_s=5.0))
     # The simulator on the paper's 4-worker testbed: every policy on the same failure.
-    from lumen.cli.sim_cmds import demo_headline
+    from lumen.cli.sim_cmds import DEMO_SCENARIO, demo_headline
 
     out.print(demo_headline())
+    live_ok = True
+    if live:
+        from lumen.cli.cluster_cmds import demo_live
+
+        live_ok = demo_live(DEMO_SCENARIO, out)
     invalid = sum(1 for _, s, _ in rows if s is None)
-    if invalid:
+    if invalid or not live_ok:
         raise typer.Exit(1)
