@@ -376,14 +376,10 @@ class Worker:
         del ends[keep:]
         self._run_handle = self.sim.at(ends[-1], self._on_run_end, None, ITERATION_PRIORITY)
 
-    def _step_time(self, shape: BatchShape) -> tuple[float, float]:
-        """Duration and decode clock advance of an iteration doing ``shape`` (a verify step
-        when a draft assists and that is expected to be faster per token)."""
-        plain = self.cost_model.batch_time(shape)
-        assist = self.assist
+    def _verify_time(self, shape: BatchShape, assist: Assist) -> float:
+        """An iteration doing ``shape`` with every decode step a verify step: the draft's
+        ``K`` proposal steps, then ``K + 1`` query positions per decoding request."""
         b = shape.decode_seqs
-        if assist is None or b == 0:
-            return plain, 1.0
         verify_shape = BatchShape(
             prefill_tokens=shape.prefill_tokens,
             prefill_attention=shape.prefill_attention,
@@ -393,7 +389,17 @@ class Worker:
             decode_query_tokens=b * (assist.depth + 1),
         )
         draft = assist.depth * assist.draft.decode_step_time(b, int(shape.decode_context_tokens))
-        verify = draft + self.cost_model.batch_time(verify_shape)
+        return draft + self.cost_model.batch_time(verify_shape)
+
+    def _step_time(self, shape: BatchShape) -> tuple[float, float]:
+        """Duration and decode clock advance of an iteration doing ``shape`` (a verify step
+        when a draft assists and that is expected to be faster per token)."""
+        plain = self.cost_model.batch_time(shape)
+        assist = self.assist
+        b = shape.decode_seqs
+        if assist is None or b == 0:
+            return plain, 1.0
+        verify = self._verify_time(shape, assist)
         e = assist.tokens_per_step
         # Verify when the extra time buys more than the plain decode steps it saves.
         decode_only = (
@@ -426,18 +432,22 @@ class Worker:
                 self._run_handle = None
                 return
             # Pure decode until the next request finishes (or a new one arrives).
+            # The run keeps the mode (plain or verify) its first iteration chose, so that every
+            # iteration is timed as the kind of step the clock credits it for.
             shape = BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
-            _, rate = self._step_time(shape)
+            step, rate = self._step_time(shape)
+            assist = self.assist if rate != 1.0 else None
             n = max(1, math.ceil((self._finish_heap[0][0] - self.progress) / rate - EPS))
-            ends: list[float] = []
-            t = now
-            for _ in range(n):
-                step, _ = self._step_time(
-                    BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
-                )
-                t += step
-                ends.append(t)
+            t = now + step
+            ends = [t]
+            batch_time = self.cost_model.batch_time
+            for _ in range(n - 1):
                 ctx += b * rate
+                shape = BatchShape(
+                    decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b
+                )
+                t += batch_time(shape) if assist is None else self._verify_time(shape, assist)
+                ends.append(t)
             self._run_ends = ends
             self._run_decode_only = True
             self._run_rate = rate
