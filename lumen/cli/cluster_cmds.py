@@ -35,7 +35,7 @@ from lumen.executor.launcher import ClusterSpec, LocalCluster
 from lumen.executor.loadgen import LoadRequest, workload
 from lumen.executor.prediction import LiveSetup, cost_model, predict
 from lumen.scenarios.loader import ScenarioError
-from lumen.scenarios.resolve import load_scenario
+from lumen.scenarios.resolve import LoadedScenario, load_scenario
 from lumen.simulator.recovery import POLICIES
 from lumen.simulator.run import scenario_trace
 
@@ -69,9 +69,8 @@ def _policies(text: str | None, default: list[str]) -> list[str]:
 
 
 def _requests(
-    scenario: str, requests: int, rate: float, max_prompt: int, max_output: int
+    loaded: LoadedScenario, requests: int, rate: float, max_prompt: int, max_output: int
 ) -> list[LoadRequest]:
-    loaded = load_scenario(scenario)
     trace = scenario_trace(loaded, 0, requests)
     trace = trace.rescale(rate)
     return workload(
@@ -281,7 +280,7 @@ def run(
             " not all"
         )
     names = _policies(policies, [str(p) for p in loaded.scenario.policies])
-    load = _requests(scenario, requests, rate, max_prompt, max_output)
+    load = _requests(loaded, requests, rate, max_prompt, max_output)
     ssd_gbyte_s = _bandwidth_for(reload_s)
     out.print("calibrating the workers' model on this machine ...")
     try:
@@ -336,7 +335,7 @@ def demo_live(scenario: str, console: Console, log_dir: Path = Path("out/demo-cl
         )
         return True
     failure = parse_injection(DEMO_LIVE_FAILURE)
-    load = _requests(scenario, DEMO_LIVE_REQUESTS, DEMO_LIVE_RATE, 48, 24)
+    load = _requests(load_scenario(scenario), DEMO_LIVE_REQUESTS, DEMO_LIVE_RATE, 48, 24)
     ssd_gbyte_s = _bandwidth_for(DEMO_LIVE_RELOAD_S)
     console.print(
         f"live cluster: {DEMO_LIVE_WORKERS} worker processes of a tiny model on this CPU,"

@@ -167,7 +167,7 @@ def simulate(
     back: dict[int, list[EventHandle]] = {}
     waiting_for: dict[int, list[tuple[int, int, float]]] = {}
     assisting: dict[int, int] = {}  # recovering worker -> the survivor it drafts for
-    drafts_loaded = [0]
+    drafts_loaded = 0
 
     def on_arrival(s: Simulation, rid: int) -> None:
         gateway.dispatch(rid, s.now)
@@ -180,7 +180,7 @@ def simulate(
             pool[survivor].set_assist(None)
 
     def on_failure(s: Simulation, failed: list[int]) -> None:
-        nonlocal recomputed, restored_tokens
+        nonlocal recomputed, restored_tokens, drafts_loaded
         now = s.now
         failed_set = set(failed)
         lost: list[Interrupted] = []
@@ -225,7 +225,7 @@ def simulate(
             drafts_ready = s.at(now + draft_s, on_drafts_ready, list(failed))
             for w in failed:
                 back[w].append(drafts_ready)
-            drafts_loaded[0] += len(failed)
+            drafts_loaded += len(failed)
         emitted: dict[int, int] = {}
         for r in lost:
             interrupted[r.rid] = True
@@ -354,6 +354,6 @@ def simulate(
             round(max(placer.peak_reserved_bytes)) if placer is not None else 0
         ),
         verify_steps=sum(w.verify_steps for w in pool),
-        drafts_loaded=drafts_loaded[0],
+        drafts_loaded=drafts_loaded,
         recovery_modes=dict(sorted(modes.items())),
     )
