@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumen.planner.client import PlannerClient, PlannerError
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad
+from lumen.planner.service.client import PlannerClient, PlannerError
 
 KV_BYTES_PER_TOKEN = 163_840  # Qwen3-14B, the served scenario's model
 FAILED = 7

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lumen.planner.policies import POLICIES
 from lumen.scenarios.resolve import build_trace, load_scenario
 from lumen.simulator.cluster import simulate
-from lumen.simulator.recovery import POLICIES
 from lumen.simulator.run import cluster_options
 from lumen.workload import BUNDLED_TRACES, load_trace
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from lumen.planner.policies import POLICIES
 from lumen.scenarios.catalog import bundled_scenarios
 from lumen.simulator.golden import (
     GOLDEN_DIR,
@@ -15,7 +16,6 @@ from lumen.simulator.golden import (
     golden_path,
     golden_summary,
 )
-from lumen.simulator.recovery import POLICIES
 
 REGENERATE = "regenerate with `make golden` (python -m lumen.simulator.golden --update)"
 

@@ -19,8 +19,8 @@ FILES = (planner_pb2.DESCRIPTOR, executor_pb2.DESCRIPTOR)
 #: the servicers, the clients, their shared message conversion and the servers (health).
 ADAPTERS = frozenset(
     {
-        "lumen/planner/servicer.py",
-        "lumen/planner/client.py",
+        "lumen/planner/service/servicer.py",
+        "lumen/planner/service/client.py",
         "lumen/planner/service/wire.py",
         "lumen/executor/client.py",
         "lumen/executor/worker/servicer.py",

@@ -15,6 +15,7 @@ import yaml
 from sim_traces import make_trace
 
 from lumen.analysis.sim_report import write_experiment
+from lumen.planner.policies import POLICIES
 from lumen.scenarios.resolve import LoadedScenario, build_trace, load_scenario
 from lumen.scenarios.schema import MetricsConfig, PaperReference
 from lumen.simulator.cluster import SimulationResult, simulate
@@ -32,7 +33,6 @@ from lumen.simulator.experiment import (
 )
 from lumen.simulator.golden import shrink
 from lumen.simulator.metrics import summarize
-from lumen.simulator.recovery import POLICIES
 from lumen.simulator.run import scenario_trace
 
 # --------------------------------------------------------------------------------------------

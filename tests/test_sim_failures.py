@@ -8,9 +8,10 @@ from sim_traces import make_trace, random_trace
 
 from lumen.planner.costmodel import RooflineCostModel
 from lumen.planner.domain import WorkerState
+from lumen.planner.policies import check_policy
 from lumen.scenarios.resolve import load_scenario
 from lumen.simulator.cluster import SimulationResult, simulate
-from lumen.simulator.recovery import Interrupted, check_policy, snapshot
+from lumen.simulator.recovery import Interrupted, snapshot
 from lumen.simulator.worker import RequestTable
 from lumen.workload.trace import Trace
 

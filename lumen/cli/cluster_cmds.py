@@ -34,9 +34,9 @@ from lumen.executor.cluster_run import (
 from lumen.executor.launcher import ClusterSpec, LocalCluster
 from lumen.executor.loadgen import LoadRequest, workload
 from lumen.executor.prediction import LiveSetup, cost_model, predict
+from lumen.planner.policies import POLICIES
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import LoadedScenario, load_scenario
-from lumen.simulator.recovery import POLICIES
 from lumen.simulator.run import scenario_trace
 
 out = Console(width=None if sys.stdout.isatty() else 120)

@@ -16,16 +16,16 @@ import typer
 from rich.console import Console
 
 from lumen.planner.builders import PlacementOptions
-from lumen.planner.client import PlannerClient, PlannerError
-from lumen.planner.controller import DEFAULT_METHODS, ControllerConfig
-from lumen.planner.domain import Request
-from lumen.planner.service.auth import read_token
-from lumen.planner.service.outcomes import (
+from lumen.planner.decisions import (
     Decision,
     Status,
     decision_to_dict,
     status_to_dict,
 )
+from lumen.planner.domain import Request
+from lumen.planner.service.auth import read_token
+from lumen.planner.service.client import PlannerClient, PlannerError
+from lumen.planner.service.controller import DEFAULT_METHODS, ControllerConfig
 from lumen.planner.service.server import ServerConfig, create_server, serve
 from lumen.planner.solve import methods
 from lumen.scenarios.loader import ScenarioError

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from lumen.simulator.recovery import POLICIES
+from lumen.planner.policies import POLICIES
 
 __all__ = ["ClusterSpec", "LocalCluster", "ProcessHandle"]
 
@@ -217,7 +217,7 @@ class LocalCluster:
             raise RuntimeError(f"{name} exited during start-up; its log:\n{handle.log_tail()}")
 
     def _wait_planner(self, deadline: float) -> None:
-        from lumen.planner.client import PlannerClient
+        from lumen.planner.service.client import PlannerClient
 
         assert self.planner_address is not None
         while True:

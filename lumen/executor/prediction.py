@@ -393,6 +393,6 @@ def predict(
 
 
 def _needs_draft(policy: str) -> bool:
-    from lumen.simulator.recovery import POLICIES
+    from lumen.planner.policies import POLICIES
 
     return POLICIES[policy].progressive

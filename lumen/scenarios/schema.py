@@ -12,7 +12,6 @@ Units are part of field names: ``_s`` seconds, ``_qps`` requests per second, ``_
 
 from __future__ import annotations
 
-import enum
 import math
 from typing import Annotated, Literal, Self
 
@@ -26,6 +25,7 @@ from lumen.planner.costmodel import (
     get_hardware_profile,
     get_model_profile,
 )
+from lumen.planner.policies import Policy as Policy  # re-exported: scenario files name policies
 
 #: Upper bounds that keep a scenario file from asking for absurd amounts of work or memory.
 MAX_WORKERS = 4096
@@ -38,19 +38,6 @@ Slug = Annotated[
 ]
 ShortText = Annotated[str, StringConstraints(max_length=2000)]
 FileRef = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-
-
-class Policy(enum.StrEnum):
-    """Recovery policies; the same names select the same planner compositions everywhere."""
-
-    STOP_AND_RESTART = "stop-and-restart"
-    FIXED_CHECKPOINTING = "fixed-checkpointing"
-    LUMEN = "lumen"
-    LUMEN_OPTIMAL = "lumen-optimal"
-    #: Ablation: load-aware checkpointing and locality-aware dispatch, no progressive recovery.
-    LUMEN_CHECKPOINT_DISPATCH = "lumen-checkpoint-dispatch"
-    #: Ablation: speculation-assisted progressive recovery only, no checkpoints.
-    LUMEN_PROGRESSIVE = "lumen-progressive"
 
 
 #: A policy name as written in a file: enums are matched by value even in strict mode.

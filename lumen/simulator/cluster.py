@@ -4,7 +4,7 @@ Arrivals come as one merged stream: the handler for request ``i`` dispatches it 
 request ``i + 1``, so the heap holds one arrival at a time. Workers add one event per iteration,
 or one per run of pure-decode iterations (see :mod:`lumen.simulator.worker`).
 
-The failure policy (:data:`lumen.simulator.recovery.POLICIES`) composes planner functions:
+The failure policy (:data:`lumen.planner.policies.POLICIES`) composes planner functions:
 
 - checkpointing policies place a holder for every admitted request
   (:mod:`lumen.simulator.checkpoint`) and stream its KV pages there;
@@ -35,14 +35,14 @@ import numpy as np
 
 from lumen.planner.builders import pairing_problem
 from lumen.planner.costmodel import CostModel
+from lumen.planner.policies import check_policy, pair_survivors
 from lumen.planner.problems import expected_tokens_per_step
 from lumen.planner.result import SolveSettings
 from lumen.simulator.checkpoint import CheckpointPlacer, valid_prefixes
 from lumen.simulator.gateway import Gateway
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.metrics import summarize
-from lumen.simulator.progressive import pair_survivors
-from lumen.simulator.recovery import Interrupted, check_policy, plan_recovery, snapshot
+from lumen.simulator.recovery import Interrupted, plan_recovery, snapshot
 from lumen.simulator.results import ClusterOptions, SimulationResult, SimulationSummary
 from lumen.simulator.worker import ARRIVAL_PRIORITY, Assist, RequestTable, Worker
 from lumen.workload.trace import Trace
@@ -73,7 +73,7 @@ def simulate(
         seed: recorded with the result; the run itself is deterministic (speculation is
             modelled by its expectation), so runs differ only through their inputs.
         failures: ``(time, worker indices)`` events; the workers fail together at that time.
-        policy: failure handling, a key of :data:`lumen.simulator.recovery.POLICIES`.
+        policy: failure handling, a key of :data:`lumen.planner.policies.POLICIES`.
         options: cluster and policy parameters (defaults: one worker per node, no budget).
     """
     if workers < 1:
@@ -237,23 +237,27 @@ def simulate(
             failed,
             lost,
             now,
-            policy,
+            spec.recovery,
             reload_now,
             prefill_chunk_tokens,
             opts.workers_per_node,
             settings,
         )
+        home_of = {r.rid: r.home for r in lost}
         for route in routes:
-            table.resume(route.rid, emitted[route.rid], route.restored)
-            recomputed += max(0, kv_lost.get(route.rid, 0) - route.restored)
+            rid = route.request_id
+            table.resume(rid, emitted[rid], route.restored)
+            recomputed += max(0, kv_lost.get(rid, 0) - route.restored)
             restored_tokens += route.restored
             modes[route.mode] = modes.get(route.mode, 0) + 1
-            if route.wait:
+            if route.worker is None:  # no plan: wait for its own worker and recompute there
+                waiting_for.setdefault(home_of[rid], []).append((rid, 0, 0.0))
+            elif route.wait:
                 waiting_for.setdefault(route.worker, []).append(
-                    (route.rid, route.restored, route.delay)
+                    (rid, route.restored, route.delay_s)
                 )
             else:
-                pool[route.worker].enqueue(route.rid, route.delay)
+                pool[route.worker].enqueue(rid, route.delay_s)
 
     def draft_pays(failed: list[int], now: float) -> bool:
         """Whether the drafts of ``failed`` are expected to save more decode time on the

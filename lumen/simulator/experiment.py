@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from lumen.planner.policies import POLICIES
 from lumen.planner.problems import RECOVERY_MODES
 from lumen.scenarios.resolve import LoadedScenario, ResolvedFailure
 from lumen.scenarios.schema import MetricsConfig, PaperReference, Policy
 from lumen.simulator.cluster import SimulationResult
 from lumen.simulator.confidence import Estimate, estimate, json_float
 from lumen.simulator.metrics import Distribution, RecoveryWindow, recovery_window, summarize
-from lumen.simulator.recovery import POLICIES
 from lumen.simulator.run import scenario_failures, scenario_trace, simulate_scenario
 
 __all__ = [

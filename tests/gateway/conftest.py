@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lumen.executor.gateway import Gateway, GatewayConfig, HealthSettings
-from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
+from lumen.planner.service.client import PlannerClient
 from lumen.scenarios.resolve import load_scenario
 
 from .fakes import FakeWorker, make_fakes

@@ -11,9 +11,9 @@ import pytest
 
 from lumen.executor.gateway import Gateway
 from lumen.executor.gateway.pairing import PairingDriver, longest_waiting
-from lumen.planner.client import PlannerClient
-from lumen.planner.controller import ControllerConfig
 from lumen.planner.costmodel import CostModel, NoDraftModelError
+from lumen.planner.service.client import PlannerClient
+from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import ServerConfig, create_server
 
 from .conftest import GatewayFactory

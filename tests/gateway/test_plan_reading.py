@@ -11,10 +11,11 @@ from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.gateway.__main__ import AddressedWorker, main, parse_address, parse_workers
 from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.history import TrackedRequest
-from lumen.executor.gateway.recovery import Resumption, resumptions, snapshot
+from lumen.executor.gateway.recovery import snapshot
 from lumen.planner.costmodel import CostModel
+from lumen.planner.decisions import RecoveryAssignment, RecoveryDecision
 from lumen.planner.domain import WorkerState
-from lumen.planner.service.outcomes import RecoveryAssignment, RecoveryDecision
+from lumen.planner.resume import Resumption, resumptions
 
 
 def status(worker: int, checkpoints: dict[int, int] | None = None) -> WorkerStatus:
@@ -70,16 +71,20 @@ def test_plan_modes_become_resumptions(cost: CostModel) -> None:
         ),
         ((1, (0,)), (2, (1,)), (0, (2,))),
     )
-    got = resumptions(decision, state, [0, 1, 2, 3], alive=[1, 2])
+    got = resumptions(decision, state, cost, [0, 1, 2, 3], alive=[1, 2])
+    restore = cost.kv_restore_time(96)
+    transfer = cost.kv_transfer_time(80) + cost.kv_restore_time(80)
+    # request 2 waits; restoring its 20 tokens is slower than recomputing the whole context
+    # (mostly network latency), so it recomputes, as the recovery problem priced it
     assert got == [
-        Resumption(0, 1, "restore", 1, 96),
-        Resumption(1, 2, "transfer", 1, 80),
-        Resumption(2, 0, "wait", 1, 20, wait=True),  # waits, then pulls the live checkpoint
+        Resumption(0, 1, "restore", 1, 96, restore),
+        Resumption(1, 2, "transfer", 1, 80, transfer),
+        Resumption(2, 0, "wait", wait=True),
         Resumption(3, None),  # left out by the plan: least-loaded worker, recompute
     ]
-    assert resumptions(None, state, [0], alive=[1, 2]) == [Resumption(0, None)]
+    assert resumptions(None, state, cost, [0], alive=[1, 2]) == [Resumption(0, None)]
     # a dead holder cannot serve a restore
-    assert resumptions(decision, state, [1], alive=[2])[0].restore_from is None
+    assert resumptions(decision, state, cost, [1], alive=[2])[0].restore_from is None
 
 
 def test_entry_point_arguments() -> None:

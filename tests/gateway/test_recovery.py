@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lumen.executor.gateway import Gateway
-from lumen.planner.client import PlannerClient
-from lumen.planner.controller import ControllerConfig
 from lumen.planner.costmodel import CostModel
+from lumen.planner.service.client import PlannerClient
+from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import ServerConfig, create_server
 
 from .conftest import FAST, GatewayFactory, closed_port

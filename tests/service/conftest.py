@@ -9,10 +9,10 @@ from typing import Any
 import grpc
 import pytest
 
-from lumen.planner.client import PlannerClient
-from lumen.planner.controller import ControllerConfig
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad
+from lumen.planner.service.client import PlannerClient
+from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import PlannerServer, ServerConfig, create_server
 from lumen.proto.gen.v1 import planner_pb2_grpc as pb_grpc
 from lumen.scenarios.resolve import load_scenario

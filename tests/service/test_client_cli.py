@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lumen.cli import app
-from lumen.planner.client import PlannerClient, PlannerError
+from lumen.planner.service.client import PlannerClient, PlannerError
 
 from .conftest import ServerFactory
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lumen.planner.builders import PlacementOptions, placement_problem, recovery_problem
-from lumen.planner.controller import Controller, ControllerConfig
 from lumen.planner.costmodel import CostModel
-from lumen.planner.domain import Request, WorkerState
-from lumen.planner.result import SolveSettings, Termination
-from lumen.planner.service.broadcast import PlanBroadcaster
-from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady
-from lumen.planner.service.outcomes import (
+from lumen.planner.decisions import (
     PairingDecision,
     PlacementDecision,
     RecoveryDecision,
@@ -19,6 +14,11 @@ from lumen.planner.service.outcomes import (
     placement_decision,
     recovery_decision,
 )
+from lumen.planner.domain import Request, WorkerState
+from lumen.planner.result import SolveSettings, Termination
+from lumen.planner.service.broadcast import PlanBroadcaster
+from lumen.planner.service.controller import Controller, ControllerConfig
+from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady
 from lumen.planner.solve import solve
 
 from .conftest import small_state

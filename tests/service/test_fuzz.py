@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lumen.planner.controller import ControllerConfig
 from lumen.planner.service import wire
+from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import PlannerServer, ServerConfig, create_server
 from lumen.proto.gen.v1 import planner_pb2 as pb
 

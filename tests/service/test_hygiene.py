@@ -18,8 +18,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from lumen.planner.client import PlannerClient, PlannerError
-from lumen.planner.controller import ControllerConfig
+from lumen.planner.service.client import PlannerClient, PlannerError
+from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import ServerConfig, create_server
 
 from .conftest import ServerFactory, small_state

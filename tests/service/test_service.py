@@ -11,15 +11,15 @@ import grpc
 import pytest
 
 from lumen.planner.builders import recovery_problem
-from lumen.planner.client import PlannerClient, PlannerError
-from lumen.planner.controller import Controller, ControllerConfig
 from lumen.planner.costmodel import CostModel
+from lumen.planner.decisions import RecoveryDecision, recovery_decision
 from lumen.planner.domain import Request
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
+from lumen.planner.service.client import PlannerClient, PlannerError
+from lumen.planner.service.controller import Controller, ControllerConfig
 from lumen.planner.service.errors import InvalidField, NotFound, OutOfTime
-from lumen.planner.service.outcomes import RecoveryDecision, recovery_decision
 from lumen.planner.service.server import PlannerServer
-from lumen.planner.servicer import PlannerServicer, status_code
+from lumen.planner.service.servicer import PlannerServicer, status_code
 from lumen.planner.solve import solve
 from lumen.proto.gen.v1 import planner_pb2 as pb
 
@@ -190,7 +190,7 @@ def test_out_of_time_returns_the_best_plan_or_deadline_exceeded(
             "cpsat", Termination.FEASIBLE, Limit.TIME, result.objective, None, 1.0, result.plan
         )
 
-    monkeypatch.setattr("lumen.planner.controller.solve", feasible_at_time_limit)
+    monkeypatch.setattr("lumen.planner.service.controller.solve", feasible_at_time_limit)
     best = client.plan_recovery(failed=[1], method="cpsat")
     assert best.plan is not None
     assert (best.status.termination, best.status.limit) == (Termination.FEASIBLE, Limit.TIME)
@@ -198,7 +198,7 @@ def test_out_of_time_returns_the_best_plan_or_deadline_exceeded(
     def nothing_in_time(problem: Any, method: str, settings: SolveSettings) -> Any:
         return SolveResult("cpsat", Termination.NO_SOLUTION, Limit.TIME, wall_time_s=1.0)
 
-    monkeypatch.setattr("lumen.planner.controller.solve", nothing_in_time)
+    monkeypatch.setattr("lumen.planner.service.controller.solve", nothing_in_time)
     with pytest.raises(PlannerError) as info:
         client.plan_recovery(failed=[1], method="cpsat")
     assert info.value.code == "DEADLINE_EXCEEDED"
@@ -226,7 +226,7 @@ def test_the_caller_deadline_reaches_the_solver_and_cancels_it(
 ) -> None:
     _, client = served
     blocking = BlockingSolve()
-    monkeypatch.setattr("lumen.planner.controller.solve", blocking)
+    monkeypatch.setattr("lumen.planner.service.controller.solve", blocking)
     with pytest.raises(PlannerError) as info:
         client.plan_recovery(failed=[1], method="cpsat", time_limit_s=60.0, timeout_s=0.5)
     assert info.value.code == "DEADLINE_EXCEEDED"
@@ -242,7 +242,7 @@ def test_cancelling_the_call_stops_the_solve(
 ) -> None:
     srv, _ = served
     blocking = BlockingSolve()
-    monkeypatch.setattr("lumen.planner.controller.solve", blocking)
+    monkeypatch.setattr("lumen.planner.service.controller.solve", blocking)
     channel, stub = _stub(srv)
     call = stub.PlanRecovery.future(
         pb.PlanRecoveryRequest(failed_workers=[1], options=pb.SolveOptions(method="cpsat")),

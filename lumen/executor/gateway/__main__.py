@@ -24,7 +24,7 @@ from typing import Any
 from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.gateway.config import GatewayConfig
 from lumen.executor.gateway.health import HealthSettings
-from lumen.simulator.recovery import POLICIES
+from lumen.planner.policies import POLICIES
 
 log = logging.getLogger("lumen.executor.gateway")
 
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from lumen.executor.gateway.gateway import Gateway
     from lumen.executor.gateway.server import GatewayHTTPServer
-    from lumen.planner.client import PlannerClient
+    from lumen.planner.service.client import PlannerClient
 
     addresses = dict(workers)
     clients = [

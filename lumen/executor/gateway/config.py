@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lumen.executor.gateway.health import HealthSettings
 from lumen.executor.gateway.history import TrackedRequest
-from lumen.simulator.recovery import check_policy
+from lumen.planner.policies import check_policy
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class GatewayConfig:
     """Gateway settings.
 
     Attributes:
-        policy: failure policy, as in the simulator (``lumen.simulator.recovery.POLICIES``):
+        policy: failure policy, as in the simulator (``lumen.planner.policies.POLICIES``):
             its placement rule picks checkpoint holders, its recovery method plans recovery.
         scenario: bundled scenario or path whose cost model poses the planner's problems
             (used when no cost model is given).

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from lumen.executor.api import WorkerStatus
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.planner_link import PlannerLink
-from lumen.planner.client import PlannerClient, PlannerError
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import Request
 from lumen.planner.placement_state import PlacementState
+from lumen.planner.service.client import PlannerClient, PlannerError
 
 
 class WorkerBoard:

@@ -26,8 +26,9 @@ from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
 from lumen.executor.gateway.health import HealthMonitor
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.metrics import GatewayMetrics
-from lumen.executor.gateway.recovery import RecoveryPlanner, resumptions, snapshot
+from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
 from lumen.planner.costmodel import CostModel
+from lumen.planner.resume import resumptions
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ class Failover:
         state = snapshot(self.board, self.cost, running, self.config.workers_per_node)
         decision, source = self.recovery.plan(state, [worker])
         alive = [w for w in self.board.ids if self.board.is_up(w)]
-        plan = resumptions(decision, state, [r.request_id for r in frozen], alive)
+        plan = resumptions(
+            decision, state, self.cost, [r.request_id for r in frozen], alive, self.recovery.chunk
+        )
         by_id = {r.request_id: r for r in frozen}
         now = time.monotonic()
         for res in plan:

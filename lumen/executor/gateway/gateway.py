@@ -40,10 +40,10 @@ from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.pairing import PairingDriver
 from lumen.executor.gateway.planner_link import PlannerLink
 from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
-from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState
-from lumen.simulator.recovery import check_policy
+from lumen.planner.policies import check_policy
+from lumen.planner.service.client import PlannerClient
 
 log = logging.getLogger(__name__)
 

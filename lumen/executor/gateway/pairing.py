@@ -31,11 +31,11 @@ from lumen.executor.api import WorkerAPI
 from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.planner_link import PlannerLink
-from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState
+from lumen.planner.policies import pair_survivors
 from lumen.planner.result import SolveSettings
-from lumen.simulator.progressive import pair_survivors
+from lumen.planner.service.client import PlannerClient
 
 __all__ = ["PairingDriver", "longest_waiting"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from lumen.executor.gateway.metrics import GatewayMetrics
-from lumen.planner.client import PlannerClient, PlannerError
+from lumen.planner.service.client import PlannerClient, PlannerError
 
 log = logging.getLogger(__name__)
 

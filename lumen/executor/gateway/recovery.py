@@ -12,28 +12,26 @@ then gets the plan:
   the ``greedy`` backend (the fallback, logged and counted);
 - without a planner service: locally with the policy's own method.
 
-:func:`resumptions` reads the plan: each interrupted request goes to its planned worker, with
-``restore_from`` = its holder when the plan restores on the holder or transfers the checkpoint
-(and for ``wait``, when the holder is alive and holds a prefix); requests the plan leaves out,
-or all of them when there is no plan, go to the least-loaded serving worker and recompute.
+:func:`lumen.planner.resume.resumptions` reads the plan, by the same rule as the simulator;
+requests the plan leaves out, or all of them when there is no plan, go to the least-loaded
+serving worker and recompute.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.planner_link import PlannerLink
 from lumen.planner.builders import recovery_problem
-from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
+from lumen.planner.decisions import RecoveryDecision, recovery_decision
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.result import SolveSettings
-from lumen.planner.service.outcomes import RecoveryDecision, recovery_decision
+from lumen.planner.service.client import PlannerClient
 from lumen.planner.solve import solve
 
 log = logging.getLogger(__name__)
@@ -96,20 +94,6 @@ def snapshot(
     return ClusterState.build(workers, out, loads, kv_bytes_per_token=cost.kv_bytes_per_token)
 
 
-@dataclass(frozen=True)
-class Resumption:
-    """Where an interrupted request resumes: ``worker`` (None: the least-loaded serving one)
-    now, or once it serves again (``wait``), restoring ``restored`` tokens from
-    ``restore_from``."""
-
-    request_id: int
-    worker: int | None
-    mode: str = "recompute"
-    restore_from: int | None = None
-    restored: int = 0
-    wait: bool = False
-
-
 class RecoveryPlanner:
     """Gets the recovery plan from the planner service or locally (module docstring)."""
 
@@ -159,42 +143,3 @@ class RecoveryPlanner:
             log.warning("no recovery plan (%s): %s", result.termination.value, result.message)
             return None
         return recovery_decision(problem, result.plan)
-
-
-def resumptions(
-    decision: RecoveryDecision | None,
-    state: ClusterState,
-    interrupted: Sequence[int],
-    alive: Sequence[int],
-) -> list[Resumption]:
-    """Where each of the ``interrupted`` request ids resumes (module docstring), in the plan's
-    per-worker order; ``alive`` are the workers up now (holders elsewhere lost their host
-    memory)."""
-    live = set(alive)
-    out: list[Resumption] = []
-    seen: set[int] = set()
-    if decision is not None:
-        by_id = {a.request_id: a for a in decision.assignments}
-        for _, order in decision.orders:
-            for rid in order:
-                if rid not in by_id or rid in seen or rid not in state.requests:
-                    continue
-                a = by_id[rid]
-                r = state.request(rid)
-                holder = r.checkpoint_holder
-                usable = holder is not None and holder in live and r.checkpointed_tokens > 0
-                restores = a.mode in ("restore", "transfer") or (a.mode == "wait" and usable)
-                source = holder if restores and usable else None
-                out.append(
-                    Resumption(
-                        rid,
-                        a.destination_worker,
-                        a.mode,
-                        source,
-                        r.checkpointed_tokens if source is not None else 0,
-                        wait=a.mode == "wait",
-                    )
-                )
-                seen.add(rid)
-    out.extend(Resumption(rid, None) for rid in interrupted if rid not in seen)
-    return out

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 
-from lumen.planner.service.outcomes import Decision, PlanUpdate, Status
+from lumen.planner.decisions import Decision, PlanUpdate, Status
 
 
 class Subscription:

@@ -2,12 +2,12 @@
 
 They carry the *field path* of the offending input (``state.requests[3].max_tokens``,
 ``failed_workers[0]``) so that a caller can fix its request without reading server logs. No gRPC
-import here: the mapping to status codes is one table in :mod:`lumen.planner.servicer`.
+import here: the mapping to status codes is one table in :mod:`lumen.planner.service.servicer`.
 """
 
 from __future__ import annotations
 
-from lumen.planner.service.outcomes import Status
+from lumen.planner.decisions import Status
 
 
 class ServiceError(Exception):

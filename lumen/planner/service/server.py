@@ -32,10 +32,10 @@ from lumen.grpc_server import (
     new_server,
     run_until_signal,
 )
-from lumen.planner.controller import Controller, ControllerConfig
 from lumen.planner.service.auth import BearerTokenInterceptor
+from lumen.planner.service.controller import Controller, ControllerConfig
 from lumen.planner.service.metrics import ServiceMetrics
-from lumen.planner.servicer import SERVICE_NAME, PlannerServicer, add_to_server
+from lumen.planner.service.servicer import SERVICE_NAME, PlannerServicer, add_to_server
 
 log = logging.getLogger(__name__)
 

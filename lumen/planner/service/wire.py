@@ -19,11 +19,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from lumen.planner.builders import PlacementOptions
-from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
-from lumen.planner.problems import RECOVERY_MODES
-from lumen.planner.result import Limit, Termination
-from lumen.planner.service.errors import InvalidField
-from lumen.planner.service.outcomes import (
+from lumen.planner.decisions import (
     Decision,
     PairingDecision,
     PlacementDecision,
@@ -33,6 +29,10 @@ from lumen.planner.service.outcomes import (
     Status,
     WorkerPair,
 )
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
+from lumen.planner.problems import RECOVERY_MODES
+from lumen.planner.result import Limit, Termination
+from lumen.planner.service.errors import InvalidField
 from lumen.proto.gen.v1 import planner_pb2 as pb
 
 #: Bounds on one message's contents (beyond them a call is refused, not attempted).

@@ -21,9 +21,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lumen.planner.domain import ClusterState, Request
-from lumen.planner.service import wire
-from lumen.planner.service.outcomes import (
+from lumen.planner.decisions import (
     Outcome,
     PairingDecision,
     Placed,
@@ -31,6 +29,8 @@ from lumen.planner.service.outcomes import (
     PlanUpdate,
     RecoveryDecision,
 )
+from lumen.planner.domain import ClusterState, Request
+from lumen.planner.service import wire
 from lumen.proto.gen.v1 import planner_pb2 as pb
 from lumen.proto.gen.v1 import planner_pb2_grpc as pb_grpc
 

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from lumen.planner.controller import Controller
 from lumen.planner.domain import DomainError
 from lumen.planner.problems import ProblemError
 from lumen.planner.result import SolveSettings
 from lumen.planner.service import wire
+from lumen.planner.service.controller import Controller
 from lumen.planner.service.errors import (
     AlreadyExists,
     InvalidField,

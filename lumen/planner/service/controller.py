@@ -49,12 +49,7 @@ from lumen.planner.builders import (
 )
 from lumen.planner.costmodel import CostModel
 from lumen.planner.costmodel.base import NoDraftModelError
-from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
-from lumen.planner.placement_state import PLACEMENT_RULES, PlacementState
-from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
-from lumen.planner.service.broadcast import PlanBroadcaster, Subscription
-from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady, OutOfTime
-from lumen.planner.service.outcomes import (
+from lumen.planner.decisions import (
     Decision,
     Outcome,
     PairingDecision,
@@ -67,6 +62,11 @@ from lumen.planner.service.outcomes import (
     placement_decision,
     recovery_decision,
 )
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
+from lumen.planner.placement_state import PLACEMENT_RULES, PlacementState
+from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
+from lumen.planner.service.broadcast import PlanBroadcaster, Subscription
+from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady, OutOfTime
 from lumen.planner.solve import Problem, methods, solve
 
 log = logging.getLogger(__name__)
