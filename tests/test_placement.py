@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lumen.planner.checker import check_placement
 from lumen.planner.generators.placement import FAMILIES, random_placement_problem
-from lumen.planner.heuristics.placement_eval import placement_feasible, placement_objective
+from lumen.planner.placement_eval import placement_feasible, placement_objective
 from lumen.planner.placement_state import PlacementState
 from lumen.planner.plans import PlacementPlan
 from lumen.planner.problems import PlacementProblem

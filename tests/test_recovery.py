@@ -26,15 +26,15 @@ from lumen.planner.heuristics.recovery import (
     solve_stop_and_restart,
     without_checkpoints,
 )
-from lumen.planner.heuristics.recovery_eval import (
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import RecoveryProblem
+from lumen.planner.recovery_eval import (
     insertion_cost,
     insertion_cost_matrix,
     plan_of,
     processing_times,
     recovery_objective,
 )
-from lumen.planner.plans import RecoveryPlan
-from lumen.planner.problems import RecoveryProblem
 from lumen.planner.result import (
     Limit,
     NoPlanError,

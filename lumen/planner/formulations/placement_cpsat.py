@@ -45,7 +45,7 @@ from typing import Any, cast
 import numpy as np
 from ortools.sat.python import cp_model
 
-from lumen.planner.heuristics.placement_eval import (
+from lumen.planner.placement_eval import (
     holder_candidates,
     placement_feasible,
     placement_objective,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pulp
 
-from lumen.planner.heuristics.placement_eval import (
+from lumen.planner.placement_eval import (
     placement_feasible,
     placement_objective,
     unplaceable_requests,

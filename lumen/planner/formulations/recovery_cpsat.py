@@ -43,14 +43,14 @@ from ortools.graph.python import min_cost_flow
 from ortools.sat.python import cp_model
 
 from lumen.planner.heuristics.recovery import solve_greedy
-from lumen.planner.heuristics.recovery_eval import (
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
+from lumen.planner.recovery_eval import (
     is_feasible,
     processing_times,
     recovery_objective,
     trivial_result,
 )
-from lumen.planner.plans import RecoveryPlan
-from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
 #: Time unit of the integer model, seconds (the objective unit is half of it).

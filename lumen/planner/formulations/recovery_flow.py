@@ -32,14 +32,14 @@ import time
 import networkx as nx
 import numpy as np
 
-from lumen.planner.heuristics.recovery_eval import (
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
+from lumen.planner.recovery_eval import (
     is_feasible,
     processing_times,
     recovery_objective,
     trivial_result,
 )
-from lumen.planner.plans import RecoveryPlan
-from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
 #: Weight unit of the integer arc costs, seconds.

@@ -37,14 +37,14 @@ import numpy as np
 import pulp
 
 from lumen.planner.heuristics.recovery import solve_greedy
-from lumen.planner.heuristics.recovery_eval import (
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
+from lumen.planner.recovery_eval import (
     is_feasible,
     processing_times,
     recovery_objective,
     trivial_result,
 )
-from lumen.planner.plans import RecoveryPlan
-from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
 #: Most CBC runs of the lazy-secant loop (each adds at least one secant).

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from lumen.planner.heuristics.placement_eval import home_mask, placement_objective
+from lumen.planner.placement_eval import home_mask, placement_objective
 from lumen.planner.plans import PlacementPlan
 from lumen.planner.problems import FloatArray, IntArray, PlacementProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination

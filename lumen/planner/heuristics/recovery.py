@@ -15,7 +15,9 @@ import time
 
 import numpy as np
 
-from lumen.planner.heuristics.recovery_eval import (
+from lumen.planner.plans import RecoveryPlan
+from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
+from lumen.planner.recovery_eval import (
     AssignmentState,
     infeasibility_reason,
     plan_of,
@@ -23,8 +25,6 @@ from lumen.planner.heuristics.recovery_eval import (
     recovery_objective,
     standalone_costs,
 )
-from lumen.planner.plans import RecoveryPlan
-from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
 Result = SolveResult[RecoveryPlan]
