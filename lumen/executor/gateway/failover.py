@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from lumen.executor.api import WorkerAPI
 from lumen.executor.gateway.config import GatewayConfig, Pending
 from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
 from lumen.executor.gateway.health import HealthMonitor
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.recovery import RecoveryPlanner, resumptions, snapshot
+from lumen.executor.worker.api import WorkerAPI
 from lumen.planner.costmodel import CostModel
 
 log = logging.getLogger(__name__)

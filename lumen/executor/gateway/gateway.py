@@ -12,7 +12,7 @@ old stream are dropped), the recovery plan is made, and each request is put back
 list with its destination, its checkpoint source and its history: the worker continues after
 the last token the client got, so the client's stream has no gap and no repeat.
 
-The gateway talks to workers only through :class:`~lumen.executor.api.WorkerAPI`.
+The gateway talks to workers only through :class:`~lumen.executor.worker.api.WorkerAPI`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from lumen.executor.api import (
-    GenerationRequest,
-    TokenEvent,
-    WorkerAPI,
-    WorkerStatus,
-    WorkerUnavailableError,
-)
 from lumen.executor.gateway.config import GatewayConfig, Pending
 from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
 from lumen.executor.gateway.failover import Failover
@@ -40,6 +33,13 @@ from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.pairing import PairingDriver
 from lumen.executor.gateway.planner_link import PlannerLink
 from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
+from lumen.executor.worker.api import (
+    GenerationRequest,
+    TokenEvent,
+    WorkerAPI,
+    WorkerStatus,
+    WorkerUnavailableError,
+)
 from lumen.planner.client import PlannerClient
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState
