@@ -13,17 +13,17 @@ import sys
 import numpy as np
 import pytest
 
-from lumen.executor.calibrate import Calibration, CalibrationGrids, worker_engine_config
-from lumen.executor.cluster_run import FailureInjection
-from lumen.executor.launcher import ClusterSpec
-from lumen.executor.loadgen import LoadRequest
-from lumen.executor.prediction import (
+from lumen.executor.bridge.calibrate import Calibration, CalibrationGrids, worker_engine_config
+from lumen.executor.bridge.prediction import (
     CalibratedCostModel,
     LiveSetup,
     cost_model,
     predict,
     workload_trace,
 )
+from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.cluster.loadgen import LoadRequest
+from lumen.executor.cluster.run import FailureInjection
 from lumen.executor.worker.__main__ import DEFAULT_RANDOM_MODEL
 from lumen.planner.costmodel import BatchShape, CostModel, Grid2D
 from lumen.simulator.cluster import ClusterOptions, simulate
@@ -146,7 +146,8 @@ def test_prediction_rejects_bad_input() -> None:
 
 def test_import_does_not_need_torch() -> None:
     code = (
-        "import sys, lumen.executor.calibrate, lumen.executor.prediction, lumen.cli.cluster_cmds;"
+        "import sys, lumen.executor.bridge.calibrate, lumen.executor.bridge.prediction;"
+        "import lumen.cli.cluster_cmds;"
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -164,7 +165,7 @@ SMALL = CalibrationGrids(
 @pytest.fixture(scope="module")
 def measured() -> Calibration:
     pytest.importorskip("torch")
-    from lumen.executor.calibrate import calibrate
+    from lumen.executor.bridge.calibrate import calibrate
 
     return calibrate(SMALL)
 
@@ -189,7 +190,7 @@ def test_calibration_measures_positive_growing_times(measured: Calibration) -> N
         assert getattr(measured, name) > 0, name
     assert measured.loop_overhead_s >= 0 and 0 <= measured.acceptance_rate <= 1
     assert measured.engine == worker_engine_config()
-    from lumen.executor.calibrate import calibrate
+    from lumen.executor.bridge.calibrate import calibrate
 
     assert calibrate(SMALL) is measured  # cached per process
 

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import lumen.cli.cluster_cmds as cluster_cmds
 from lumen.cli import app
-from lumen.executor.calibrate import Calibration
-from lumen.executor.cluster_run import FailureInjection, PolicyRun
-from lumen.executor.launcher import ClusterSpec
-from lumen.executor.loadgen import LoadRequest, LoadResult
+from lumen.executor.bridge.calibrate import Calibration
+from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.cluster.loadgen import LoadRequest, LoadResult
+from lumen.executor.cluster.run import FailureInjection, PolicyRun
 
 runner = CliRunner()
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from lumen.executor.cluster_run import (
+from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.cluster.loadgen import LoadRequest, LoadResult
+from lumen.executor.cluster.run import (
     FailureInjection,
     mismatches,
     parse_injection,
     reference_spec,
     run_policy,
 )
-from lumen.executor.launcher import ClusterSpec
-from lumen.executor.loadgen import LoadRequest, LoadResult
 
 pytest.importorskip("torch")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lumen.executor.launcher import ClusterSpec, LocalCluster
-from lumen.executor.loadgen import LoadRequest, run_load
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
+from lumen.executor.cluster.loadgen import LoadRequest, run_load
 
 pytest.importorskip("torch")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sim_traces import make_trace
 
-from lumen.executor.loadgen import LoadRequest, run_load, workload
+from lumen.executor.cluster.loadgen import LoadRequest, run_load, workload
 
 STEP_S = 0.01
 

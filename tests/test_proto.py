@@ -22,7 +22,7 @@ ADAPTERS = frozenset(
         "lumen/planner/service/servicer.py",
         "lumen/planner/service/client.py",
         "lumen/planner/service/wire.py",
-        "lumen/executor/client.py",
+        "lumen/executor/worker/client.py",
         "lumen/executor/worker/servicer.py",
         "lumen/executor/worker/wire.py",
         "lumen/executor/worker/assist_link.py",

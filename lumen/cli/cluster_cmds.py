@@ -4,8 +4,8 @@ The scenario gives the policies and the workload's shape (its trace or synthetic
 arrival pattern); the live cluster runs a tiny model on CPU, so the workload is rescaled to
 ``--rate`` and its lengths capped (``--max-prompt``, ``--max-output``). Beside each live run
 ``cluster run`` prints the simulator's prediction of the same run, on a cost model of the
-workers' model calibrated on this machine (:mod:`lumen.executor.calibrate`,
-:mod:`lumen.executor.prediction`).
+workers' model calibrated on this machine (:mod:`lumen.executor.bridge.calibrate`,
+:mod:`lumen.executor.bridge.prediction`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lumen.executor.calibrate import Calibration
-from lumen.executor.cluster_run import (
+from lumen.executor.bridge.calibrate import Calibration
+from lumen.executor.bridge.prediction import LiveSetup, cost_model, predict
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
+from lumen.executor.cluster.loadgen import LoadRequest, workload
+from lumen.executor.cluster.run import (
     FailureInjection,
     PolicyRun,
     mismatches,
@@ -31,9 +34,6 @@ from lumen.executor.cluster_run import (
     reference_spec,
     run_policy,
 )
-from lumen.executor.launcher import ClusterSpec, LocalCluster
-from lumen.executor.loadgen import LoadRequest, workload
-from lumen.executor.prediction import LiveSetup, cost_model, predict
 from lumen.planner.policies import POLICIES
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import LoadedScenario, load_scenario
@@ -144,7 +144,7 @@ def _s(x: float) -> str:
 
 def _calibration() -> Calibration:
     """The workers' model measured on this machine (torch needed, like the workers)."""
-    from lumen.executor.calibrate import calibrate
+    from lumen.executor.bridge.calibrate import calibrate
 
     return calibrate()
 

@@ -13,11 +13,11 @@ import time
 import grpc
 import pytest
 
-from lumen.executor.api import GenerationRequest
-from lumen.executor.client import ExecutorClient
 from lumen.executor.engine.interface import Proposal, RequestSpec, SamplingParams
 from lumen.executor.worker import wire
+from lumen.executor.worker.api import GenerationRequest
 from lumen.executor.worker.assist import Mirror
+from lumen.executor.worker.client import ExecutorClient
 from lumen.executor.worker.errors import InvalidField
 from lumen.proto.gen.v1 import executor_pb2 as pb
 

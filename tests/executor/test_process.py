@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lumen.executor.api import GenerationRequest, WorkerUnavailableError
-from lumen.executor.client import ExecutorClient
+from lumen.executor.worker.api import GenerationRequest, WorkerUnavailableError
+from lumen.executor.worker.client import ExecutorClient
 
 ARGS = ("--weights", "random:0", "--device", "cpu", "--block-size", "4", "--log-level", "WARNING")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from lumen.executor.api import GenerationRequest, WorkerUnavailableError
-from lumen.executor.client import ExecutorClient
+from lumen.executor.worker.api import GenerationRequest, WorkerUnavailableError
+from lumen.executor.worker.client import ExecutorClient
 
 from .conftest import WorkerFactory
 from .test_worker import PROMPT, collect

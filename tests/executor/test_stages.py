@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lumen.executor.api import GenerationRequest
-from lumen.executor.client import ExecutorClient, ExecutorError
+from lumen.executor.worker.api import GenerationRequest
+from lumen.executor.worker.client import ExecutorClient, ExecutorError
 
 from .conftest import TINY, WorkerFactory
 from .test_worker import PROMPT, collect, reference

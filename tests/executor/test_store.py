@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lumen.executor.store import (
+from lumen.executor.worker.store import (
     BudgetExceededError,
     CheckpointStore,
     NotReservedError,

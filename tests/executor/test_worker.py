@@ -8,8 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
-from lumen.executor.api import GenerationRequest, WorkerAPI
-from lumen.executor.client import ExecutorClient, ExecutorError
+from lumen.executor.worker.api import GenerationRequest, WorkerAPI
+from lumen.executor.worker.client import ExecutorClient, ExecutorError
 from lumen.proto.gen.v1 import executor_pb2 as pb
 from lumen.proto.gen.v1 import executor_pb2_grpc as pb_grpc
 
@@ -159,7 +159,7 @@ def test_bad_input_names_the_field(make_worker: WorkerFactory) -> None:
 
 
 def test_a_stopped_worker_is_unavailable(make_worker: WorkerFactory) -> None:
-    from lumen.executor.api import WorkerUnavailableError
+    from lumen.executor.worker.api import WorkerUnavailableError
 
     server = make_worker(min_step_s=0.01)
     client = ExecutorClient(server.target, 0, timeout_s=2)
@@ -176,8 +176,8 @@ def test_a_stopped_worker_is_unavailable(make_worker: WorkerFactory) -> None:
 
 
 def test_every_stage_round_trips_through_the_wire() -> None:
-    from lumen.executor.api import STAGES
     from lumen.executor.worker import wire
+    from lumen.executor.worker.api import STAGES
     from lumen.executor.worker.errors import InvalidField
 
     for stage in STAGES:

@@ -20,7 +20,12 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus, WorkerUnavailableError
+from lumen.executor.worker.api import (
+    GenerationRequest,
+    TokenEvent,
+    WorkerStatus,
+    WorkerUnavailableError,
+)
 
 #: Checkpoint pages hold this many tokens (a prefix is valid page by page).
 PAGE_TOKENS = 4

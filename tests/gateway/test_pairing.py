@@ -148,7 +148,7 @@ def test_without_a_posable_problem_the_paper_rule_pairs(make_gateway: GatewayFac
         gw._workers,
         gw.board,
         "auto",
-        gw._snapshot,
+        gw.snapshot,
         cast(CostModel, _NoDraftCost()),
         gw.metrics,
     )

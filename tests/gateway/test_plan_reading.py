@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.gateway.__main__ import AddressedWorker, main, parse_address, parse_workers
 from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.recovery import snapshot
+from lumen.executor.worker.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.planner.costmodel import CostModel
 from lumen.planner.decisions import RecoveryAssignment, RecoveryDecision
 from lumen.planner.domain import WorkerState

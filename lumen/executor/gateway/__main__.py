@@ -4,7 +4,7 @@
         --workers 0=10.0.0.1:50061,1=10.0.0.2:50061 [--planner HOST:50051] \\
         [--policy lumen] [--metrics-port 9465]
 
-Workers are reached through ``lumen.executor.client.ExecutorClient(address, worker_id=ID)``,
+Workers are reached through ``lumen.executor.worker.client.ExecutorClient(address, worker_id=ID)``,
 imported only here; each submission names the addresses of the request's checkpoint holder and
 restore source (:class:`AddressedWorker`). SIGTERM or SIGINT stops the HTTP server, then the
 gateway.
@@ -21,9 +21,9 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.gateway.config import GatewayConfig
 from lumen.executor.gateway.health import HealthSettings
+from lumen.executor.worker.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.planner.policies import POLICIES
 
 log = logging.getLogger("lumen.executor.gateway")
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        from lumen.executor.client import ExecutorClient  # the gRPC adapter; imported lazily
+        from lumen.executor.worker.client import ExecutorClient  # the gRPC adapter; imported lazily
     except ImportError as exc:
         print(f"error: the executor client is not available ({exc})", file=sys.stderr)
         return 2

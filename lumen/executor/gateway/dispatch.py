@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lumen.executor.api import WorkerStatus
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.planner_link import PlannerLink
+from lumen.executor.worker.api import WorkerStatus
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import Request
 from lumen.planner.placement_state import PlacementState

@@ -11,6 +11,11 @@ checkpoints are forgotten: its host memory is gone), the cluster snapshot is tak
 recovery plan is made (:class:`RecoveryPlanner`: planner service, fallback or local), and each
 request goes back to the pending list with its destination and checkpoint source. Recoveries
 run one at a time.
+
+What failover needs of the gateway that owns the requests is the narrow :class:`FailoverHost`
+(the :class:`~lumen.executor.gateway.gateway.Gateway` implements it; tests use a fake); the
+worker board, the failure detector, the holder placer, the recovery planner and the metrics are
+its own collaborators.
 """
 
 from __future__ import annotations
@@ -18,54 +23,71 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from lumen.executor.api import WorkerAPI
 from lumen.executor.gateway.config import GatewayConfig, Pending
 from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
 from lumen.executor.gateway.health import HealthMonitor
 from lumen.executor.gateway.history import TrackedRequest
 from lumen.executor.gateway.metrics import GatewayMetrics
-from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
-from lumen.planner.costmodel import CostModel
+from lumen.executor.gateway.recovery import RecoveryPlanner
+from lumen.planner.domain import ClusterState
 from lumen.planner.resume import resumptions
+
+__all__ = ["Failover", "FailoverHost"]
 
 log = logging.getLogger(__name__)
 
 
+class FailoverHost(Protocol):
+    """What :class:`Failover` needs of the gateway that owns the requests and the workers."""
+
+    def active(self) -> list[TrackedRequest]:
+        """The requests not finished yet."""
+        ...
+
+    def pend(self, item: Pending) -> None:
+        """Put a request in the pending list (the dispatcher starts it)."""
+        ...
+
+    def finish_locked(self, request: TrackedRequest, reason: str, error: str = "") -> None:
+        """End a request with ``reason`` (the caller holds ``request.lock``)."""
+        ...
+
+    def wake_dispatcher(self) -> None:
+        """Let the dispatcher look at the pending list now."""
+        ...
+
+    def snapshot(self) -> ClusterState:
+        """The cluster as the planner sees it, with the requests running on each worker."""
+        ...
+
+    def answers(self, worker: int) -> bool:
+        """Whether ``worker`` answers a status call within the heartbeat deadline."""
+        ...
+
+
 class Failover:
-    """Failure handling of one gateway (module docstring); the callbacks are the gateway's:
-    ``pend`` queues a request, ``finish_locked`` ends one (its lock held), ``active`` lists the
-    live requests, ``wake`` wakes the dispatcher."""
+    """Failure handling of one gateway (module docstring), on behalf of ``host``."""
 
     def __init__(
         self,
+        host: FailoverHost,
         *,
-        workers: Mapping[int, WorkerAPI],
         config: GatewayConfig,
-        cost: CostModel,
         board: WorkerBoard,
         monitor: HealthMonitor,
         placer: HolderPlacer,
         recovery: RecoveryPlanner,
         metrics: GatewayMetrics,
-        pend: Callable[[Pending], None],
-        finish_locked: Callable[[TrackedRequest, str, str], None],
-        active: Callable[[], list[TrackedRequest]],
-        wake: Callable[[], None],
     ) -> None:
-        self._workers = workers
+        self.host = host
         self.config = config
-        self.cost = cost
         self.board = board
         self.monitor = monitor
         self.placer = placer
         self.recovery = recovery
         self.metrics = metrics
-        self._pend = pend
-        self._finish_locked = finish_locked
-        self._active = active
-        self._wake = wake
         self._recovery_lock = threading.Lock()
 
     def stream_failed(self, request: TrackedRequest, attempt: int, worker: int, error: str) -> None:
@@ -77,12 +99,7 @@ class Failover:
         log.warning(
             "request %d: stream from worker %d broke: %s", request.request_id, worker, error
         )
-        try:
-            self._workers[worker].status(timeout_s=self.config.health.timeout_s)
-            alive = True
-        except Exception:
-            alive = False
-        if alive:
+        if self.host.answers(worker):
             self.resume_one(request, attempt, worker)
         else:
             self.handle_failure(worker, "stream", newly=self.monitor.mark_failed(worker))
@@ -95,7 +112,7 @@ class Failover:
             request.attempt += 1
             request.resumes += 1
             if request.resumes > self.config.max_resumes:
-                self._finish_locked(request, "error", "too many failures of this request")
+                self.host.finish_locked(request, "error", "too many failures of this request")
                 return
             self.board.detach(request, worker)
             request.worker = None
@@ -105,7 +122,7 @@ class Failover:
         # A worker that answers but broke the stream (or refused the call) may do it again:
         # back off, doubling from 50 ms up to 2 s, so a retry loop cannot spin.
         delay = min(2.0, 0.05 * 2 ** min(request.resumes - 1, 6))
-        self._pend(
+        self.host.pend(
             Pending(
                 request,
                 restore_from=source,
@@ -133,14 +150,14 @@ class Failover:
                     self._recover(worker, frozen, started)
             finally:
                 self.metrics.recovering.set(0)
-        self._wake()
+        self.host.wake_dispatcher()
 
     def _mark_down(self, worker: int, reason: str) -> None:
         log.warning("worker %d failed (%s); recovering its requests", worker, reason)
         self.metrics.failures.labels(reason).inc()
         self.metrics.set_worker_state(worker, "failed")
         self.board.set_up(worker, False)
-        for r in self._active():
+        for r in self.host.active():
             with r.lock:
                 if r.holder == worker:  # its host memory, and the checkpoints in it, are gone
                     r.holder = None
@@ -148,12 +165,16 @@ class Failover:
         self.placer.rebuild()
 
     def _recover(self, worker: int, frozen: list[TrackedRequest], started: float) -> None:
-        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
-        state = snapshot(self.board, self.cost, running, self.config.workers_per_node)
+        state = self.host.snapshot()
         decision, source = self.recovery.plan(state, [worker])
         alive = [w for w in self.board.ids if self.board.is_up(w)]
         plan = resumptions(
-            decision, state, self.cost, [r.request_id for r in frozen], alive, self.recovery.chunk
+            decision,
+            state,
+            self.recovery.cost,
+            [r.request_id for r in frozen],
+            alive,
+            self.recovery.chunk,
         )
         by_id = {r.request_id: r for r in frozen}
         now = time.monotonic()
@@ -169,7 +190,7 @@ class Failover:
             self.metrics.restored_tokens.inc(res.restored)
             self.metrics.recomputed_tokens.inc(max(0, context - res.restored))
             deadline = now + self.config.wait_timeout_s if res.wait else 0.0
-            self._pend(Pending(r, res.worker, res.restore_from, deadline, resumed=True))
+            self.host.pend(Pending(r, res.worker, res.restore_from, deadline, resumed=True))
         self.metrics.recoveries.labels(source).inc()
         self.metrics.recovery_seconds.observe(time.monotonic() - started)
         modes = sorted({res.mode for res in plan})

@@ -12,7 +12,8 @@ old stream are dropped), the recovery plan is made, and each request is put back
 list with its destination, its checkpoint source and its history: the worker continues after
 the last token the client got, so the client's stream has no gap and no repeat.
 
-The gateway talks to workers only through :class:`~lumen.executor.api.WorkerAPI`.
+The gateway talks to workers only through :class:`~lumen.executor.worker.api.WorkerAPI`. It is
+the :class:`~lumen.executor.gateway.failover.FailoverHost` of its :class:`Failover`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from lumen.executor.api import (
-    GenerationRequest,
-    TokenEvent,
-    WorkerAPI,
-    WorkerStatus,
-    WorkerUnavailableError,
-)
 from lumen.executor.gateway.config import GatewayConfig, Pending
 from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
 from lumen.executor.gateway.failover import Failover
@@ -39,7 +33,15 @@ from lumen.executor.gateway.history import HistoryGapError, StreamItem, TrackedR
 from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.pairing import PairingDriver
 from lumen.executor.gateway.planner_link import PlannerLink
-from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
+from lumen.executor.gateway.recovery import RecoveryPlanner
+from lumen.executor.gateway.recovery import snapshot as cluster_snapshot
+from lumen.executor.worker.api import (
+    GenerationRequest,
+    TokenEvent,
+    WorkerAPI,
+    WorkerStatus,
+    WorkerUnavailableError,
+)
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState
 from lumen.planner.policies import check_policy
@@ -105,25 +107,20 @@ class Gateway:
             on_return=self._on_return,
         )
         self.failover = Failover(
-            workers=self._workers,
+            self,
             config=self.config,
-            cost=cost,
             board=self.board,
             monitor=self.monitor,
             placer=self.placer,
             recovery=self.recovery,
             metrics=self.metrics,
-            pend=self._pend,
-            finish_locked=self._finish_locked,
-            active=self.active,
-            wake=self._wake_dispatcher,
         )
         self.pairing = (
             PairingDriver(
                 self._workers,
                 self.board,
                 self.spec.pairing,
-                self._snapshot,
+                self.snapshot,
                 cost,
                 self.metrics,
                 link=self.link,
@@ -183,7 +180,7 @@ class Gateway:
         for r in left:
             with r.lock:
                 if not r.done:
-                    self._finish_locked(r, "error", "the gateway stopped")
+                    self.finish_locked(r, "error", "the gateway stopped")
         self.metrics.close()
 
     def __enter__(self) -> Gateway:
@@ -222,7 +219,7 @@ class Gateway:
                 stop_token_ids=tuple(stop_token_ids),
             )
             self._active[rid] = request
-        self._pend(Pending(request))
+        self.pend(Pending(request))
         return request
 
     def generate(
@@ -255,21 +252,9 @@ class Gateway:
         with request.lock:
             if not request.done:
                 request.attempt += 1
-                self._finish_locked(request, "aborted")
-
-    def active(self) -> list[TrackedRequest]:
-        with self._lock:
-            return list(self._active.values())
+                self.finish_locked(request, "aborted")
 
     # -- dispatch --------------------------------------------------------------------------------
-
-    def _wake_dispatcher(self) -> None:
-        self._wake.set()
-
-    def _pend(self, item: Pending) -> None:
-        with self._lock:
-            self._pending.append(item)
-        self._wake.set()
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
@@ -312,7 +297,7 @@ class Gateway:
                 log.exception("request %d could not be started", item.request.request_id)
                 with item.request.lock:
                     if not item.request.done:
-                        self._finish_locked(item.request, "error", f"could not start: {exc}")
+                        self.finish_locked(item.request, "error", f"could not start: {exc}")
         if keep:
             with self._lock:
                 self._pending = keep + self._pending
@@ -371,7 +356,7 @@ class Gateway:
                         self._sent_locked(request, new)
                     if event.finished or self._complete_locked(request):
                         if not request.done:
-                            self._finish_locked(request, self._reason(request))
+                            self.finish_locked(request, self._reason(request))
                         return
         except WorkerUnavailableError as exc:
             error = str(exc) or "worker unavailable"
@@ -405,11 +390,25 @@ class Gateway:
             return True
         ids = request.history.ids
         if len(ids) >= request.max_tokens or (ids and ids[-1] in request.stop_token_ids):
-            self._finish_locked(request, self._reason(request))
+            self.finish_locked(request, self._reason(request))
             return True
         return False
 
-    def _finish_locked(self, request: TrackedRequest, reason: str, error: str = "") -> None:
+    # -- what failover needs of the gateway (FailoverHost) --------------------------------------
+
+    def active(self) -> list[TrackedRequest]:
+        """The requests not finished yet."""
+        with self._lock:
+            return list(self._active.values())
+
+    def pend(self, item: Pending) -> None:
+        """Put a request in the pending list and wake the dispatcher."""
+        with self._lock:
+            self._pending.append(item)
+        self._wake.set()
+
+    def finish_locked(self, request: TrackedRequest, reason: str, error: str = "") -> None:
+        """End a request with ``reason`` (the caller holds ``request.lock``)."""
         request.done = True
         if request.worker is not None:
             self.board.detach(request, request.worker)
@@ -421,6 +420,23 @@ class Gateway:
         if reason in ("stop", "length") and first is not None and last is not None and n > 1:
             self.metrics.tpot.observe((last - first) / (n - 1))
         request.sink.put(StreamItem(request.index, finish=reason, error=error))
+
+    def wake_dispatcher(self) -> None:
+        """Let the dispatcher look at the pending list now."""
+        self._wake.set()
+
+    def snapshot(self) -> ClusterState:
+        """The cluster as the planner sees it, with the requests running on each worker."""
+        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
+        return cluster_snapshot(self.board, self.cost, running, self.config.workers_per_node)
+
+    def answers(self, worker: int) -> bool:
+        """Whether ``worker`` answers a status call within the heartbeat deadline."""
+        try:
+            self._workers[worker].status(timeout_s=self.config.health.timeout_s)
+        except Exception:
+            return False
+        return True
 
     # -- heartbeats ------------------------------------------------------------------------------
 
@@ -445,15 +461,11 @@ class Gateway:
 
     # -- planner service -------------------------------------------------------------------------
 
-    def _snapshot(self) -> ClusterState:
-        running = [r for w in self.board.ids for r in self.board.requests_on(w)]
-        return snapshot(self.board, self.cost, running, self.config.workers_per_node)
-
     def _report_state(self) -> None:
         """Send the current cluster state to the planner service (no-op without one)."""
         if self.link is None:
             return
-        state = self._snapshot()
+        state = self.snapshot()
         self.link.call("report", lambda client: client.report_cluster_state(state))
 
     def _report_loop(self) -> None:

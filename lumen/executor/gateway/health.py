@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lumen.executor.api import WorkerAPI, WorkerStatus
+from lumen.executor.worker.api import WorkerAPI, WorkerStatus
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from lumen.executor.api import WorkerAPI
 from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.planner_link import PlannerLink
+from lumen.executor.worker.api import WorkerAPI
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState
 from lumen.planner.policies import pair_survivors

@@ -12,8 +12,9 @@ survivor's ``lumen.v1.Executor``:
   which verifies them inside its next step and drops stale ones.
 
 When the stream breaks (the survivor died or is stopping) :meth:`mirrored_requests` raises
-:class:`~lumen.executor.api.WorkerUnavailableError` and the assistant stops: the survivor never
-depends on its draft. :func:`grpc_assist_link` is the factory the worker server uses by default.
+:class:`~lumen.executor.worker.api.WorkerUnavailableError` and the assistant stops: the survivor
+never depends on its draft. :func:`grpc_assist_link` is the factory the worker server uses by
+default.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from lumen.executor.api import WorkerUnavailableError
 from lumen.executor.engine.interface import Proposal
 from lumen.executor.worker import wire
+from lumen.executor.worker.api import WorkerUnavailableError
 from lumen.executor.worker.assist import AssistLink, Mirror
 from lumen.proto.gen.v1 import executor_pb2 as pb
 from lumen.proto.gen.v1 import executor_pb2_grpc as pb_grpc

@@ -13,15 +13,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lumen.executor.api import TokenEvent, WorkerStatus
 from lumen.executor.engine.config import EngineConfig
 from lumen.executor.engine.interface import Engine, KVPage, Proposal, WeightSource
-from lumen.executor.metrics import WorkerMetrics
-from lumen.executor.store import CheckpointStore, PageOutcome
+from lumen.executor.worker.api import TokenEvent, WorkerStatus
 from lumen.executor.worker.assist import AssistLink, Mirror
 from lumen.executor.worker.errors import InvalidField, NotReady, WorkerStopping
 from lumen.executor.worker.loop import EngineLoop, RequestStream, engine_request_id
+from lumen.executor.worker.metrics import WorkerMetrics
 from lumen.executor.worker.stages import StageMachine
+from lumen.executor.worker.store import CheckpointStore, PageOutcome
 from lumen.executor.worker.streamer import CheckpointStreamer, PagePeer
 from lumen.executor.worker.wire import Submission
 

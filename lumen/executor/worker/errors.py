@@ -1,8 +1,8 @@
 """Errors a worker raises at its boundary; the servicer maps each to one status code.
 
 No gRPC import here: the table lives in :mod:`lumen.executor.worker.servicer`. The checkpoint
-store's own errors (:class:`~lumen.executor.store.BudgetExceededError`,
-:class:`~lumen.executor.store.NotReservedError`) are mapped there too.
+store's own errors (:class:`~lumen.executor.worker.store.BudgetExceededError`,
+:class:`~lumen.executor.worker.store.NotReservedError`) are mapped there too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from lumen.executor.api import GenerationRequest, TokenEvent
 from lumen.executor.engine.interface import (
     Engine,
     KVPage,
@@ -27,6 +26,7 @@ from lumen.executor.engine.interface import (
     RequestSpec,
     SamplingParams,
 )
+from lumen.executor.worker.api import GenerationRequest, TokenEvent
 from lumen.executor.worker.errors import WorkerStopping
 
 __all__ = ["CheckpointSink", "EngineLoop", "LoopStats", "RequestStream", "engine_request_id"]

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
-from lumen.executor.client import PeerPool
-from lumen.executor.metrics import WorkerMetrics
 from lumen.executor.worker.assist import AssistLink
 from lumen.executor.worker.assist_link import grpc_assist_link
+from lumen.executor.worker.client import PeerPool
 from lumen.executor.worker.core import Worker, WorkerConfig
+from lumen.executor.worker.metrics import WorkerMetrics
 from lumen.executor.worker.servicer import SERVICE_NAME, ExecutorServicer, add_to_server
 from lumen.grpc_server import (
     SERVING,

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from lumen.executor.store import BudgetExceededError, NotReservedError
 from lumen.executor.worker import wire
 from lumen.executor.worker.core import PageMessage, Worker
 from lumen.executor.worker.errors import InvalidField, NotReady, WorkerStopping
+from lumen.executor.worker.store import BudgetExceededError, NotReservedError
 from lumen.proto.gen.v1 import executor_pb2 as pb
 from lumen.proto.gen.v1 import executor_pb2_grpc as pb_grpc
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lumen.executor.api import STAGES
 from lumen.executor.engine.interface import Engine, RandomWeights, WeightSource
+from lumen.executor.worker.api import STAGES
 from lumen.executor.worker.assist import Assistant, AssistLink
 from lumen.executor.worker.errors import InvalidField, NotReady
 from lumen.executor.worker.loop import EngineLoop

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class PagePeer(Protocol):
-    """The page operations of another worker (:class:`lumen.executor.client.ExecutorClient`)."""
+    """The page operations of another worker (a :class:`~lumen.executor.worker.client.
+    ExecutorClient`)."""
 
     def send_pages(
         self,

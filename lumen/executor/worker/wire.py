@@ -6,7 +6,7 @@ only sees consistent values. Request ids are integers on the wire and decimal st
 engine (a KV page's checksum covers the string, so every worker must spell it the same way).
 Units change here: the protocol speaks milliseconds, the domain seconds.
 
-Used by the servicer (inbound) and by :mod:`lumen.executor.client` and
+Used by the servicer (inbound) and by :mod:`lumen.executor.worker.client` and
 :mod:`lumen.executor.worker.assist_link` (the reverse). The assist link's mirror stream is
 stateful: :class:`MirrorEncoder` (survivor) sends each request's history in full once and then
 only its new output tokens; :class:`MirrorDecoder` (recovering worker) rebuilds the histories.
@@ -18,9 +18,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lumen.executor.api import STAGES, GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.engine.interface import Proposal, RequestSpec, SamplingParams
 from lumen.executor.engine.kv_page import KVPage
+from lumen.executor.worker.api import STAGES, GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.worker.assist import Mirror
 from lumen.executor.worker.errors import InvalidField
 from lumen.proto.gen.v1 import executor_pb2 as pb
@@ -56,7 +56,7 @@ class Submission:
 
 
 def stage_to_proto(stage: str) -> pb.RecoveryStage:
-    """The enum value of a stage name (one of :data:`~lumen.executor.api.STAGES`)."""
+    """The enum value of a stage name (one of :data:`~lumen.executor.worker.api.STAGES`)."""
     try:
         return _STAGES_OUT[stage]
     except KeyError:

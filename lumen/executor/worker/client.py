@@ -1,11 +1,11 @@
-"""A typed client of a worker process: :class:`~lumen.executor.api.WorkerAPI` over gRPC.
+"""A typed client of a worker process: :class:`~lumen.executor.worker.api.WorkerAPI` over gRPC.
 
 >>> with ExecutorClient("127.0.0.1:50061", worker_id=1) as worker:     # doctest: +SKIP
 ...     for event in worker.submit(GenerationRequest(7, (1, 2, 3), max_tokens=16)):
 ...         print(event.token_ids)
 
 A worker that is dead, unreachable or past the deadline raises
-:class:`~lumen.executor.api.WorkerUnavailableError` (the gateway then recovers its requests);
+:class:`~lumen.executor.worker.api.WorkerUnavailableError` (the gateway then recovers its requests);
 any other failure raises :class:`ExecutorError` with the status code's name and the worker's
 detail, which names the offending field for bad input. The same client carries the KV page
 operations workers use on each other (:meth:`ExecutorClient.send_pages`,
@@ -22,9 +22,14 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lumen.executor.api import GenerationRequest, TokenEvent, WorkerStatus, WorkerUnavailableError
 from lumen.executor.engine.kv_page import KVPage
 from lumen.executor.worker import wire
+from lumen.executor.worker.api import (
+    GenerationRequest,
+    TokenEvent,
+    WorkerStatus,
+    WorkerUnavailableError,
+)
 from lumen.proto.gen.v1 import executor_pb2 as pb
 from lumen.proto.gen.v1 import executor_pb2_grpc as pb_grpc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lumen.executor.api import STAGES
+from lumen.executor.worker.api import STAGES
 from lumen.telemetry import MetricsEndpoint
 
 __all__ = ["WorkerMetrics"]

@@ -232,7 +232,7 @@ class LocalCluster:
 
     def wait_worker(self, i: int, deadline: float, stage: str | None = None) -> None:
         """Wait until worker ``i`` answers (and, with ``stage``, reports that stage)."""
-        from lumen.executor.client import ExecutorClient
+        from lumen.executor.worker.client import ExecutorClient
 
         name = f"worker-{i}"
         while True:

@@ -1,12 +1,12 @@
 """The simulator's prediction of a live cluster run, from the workers' calibrated costs.
 
-:func:`cost_model` combines a :class:`~lumen.executor.calibrate.Calibration` (the workers' model
-measured on this machine) with how the cluster runs its workers (:class:`LiveSetup`: emulated SSD
-bandwidth, minimum step time, restart delay) into a :class:`CalibratedCostModel`, which satisfies
-:class:`~lumen.planner.costmodel.CostModel`: iteration times are interpolated from the measured
-grids by :class:`~lumen.planner.costmodel.TableCostModel`, plus the loop overhead and at least the
-minimum step time; KV restore is the measured page import, KV transfer the export and the wire
-round trip (the restore follows it); the reload is the restart delay, the process start, the
+:func:`cost_model` combines a :class:`~lumen.executor.bridge.calibrate.Calibration` (the workers'
+model measured on this machine) with how the cluster runs its workers (:class:`LiveSetup`: emulated
+SSD bandwidth, minimum step time, restart delay) into a :class:`CalibratedCostModel`, which
+satisfies :class:`~lumen.planner.costmodel.CostModel`: iteration times are interpolated from the
+measured grids by :class:`~lumen.planner.costmodel.TableCostModel`, plus the loop overhead and at
+least the minimum step time; KV restore is the measured page import, KV transfer the export and the
+wire round trip (the restore follows it); the reload is the restart delay, the process start, the
 emulated read and the measured build, then the engine load.
 
 :func:`predict` takes what a live run takes (the workload's :class:`LoadRequest` list, the
@@ -19,7 +19,7 @@ budget and policy. The failed workers are down from the SIGKILL until the calibr
 the quantity the live run measures from the SIGKILL until the workers report ``serving``.
 
 :meth:`Prediction.summary` has the keys of :meth:`PolicyRun.summary
-<lumen.executor.cluster_run.PolicyRun.summary>`, and its window is defined the same way: the
+<lumen.executor.cluster.run.PolicyRun.summary>`, and its window is defined the same way: the
 requests that arrived between the failure and the end of recovery.
 
 Not modelled (so a live run measures them and a prediction does not): the gateway's HTTP and
@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lumen.executor.calibrate import CPU_DTYPE, Calibration
-from lumen.executor.cluster_run import FailureInjection
+from lumen.executor.bridge.calibrate import CPU_DTYPE, Calibration
+from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.cluster.loadgen import LoadRequest
+from lumen.executor.cluster.run import FailureInjection
 from lumen.executor.engine.config import DTYPE_BYTES, ModelConfig
-from lumen.executor.launcher import ClusterSpec
-from lumen.executor.loadgen import LoadRequest
 from lumen.planner.costmodel import (
     BatchShape,
     Deployment,
@@ -50,6 +50,7 @@ from lumen.planner.costmodel import (
     ReloadTimeline,
     TableCostModel,
 )
+from lumen.planner.policies import POLICIES
 from lumen.simulator.cluster import ClusterOptions, SimulationResult, simulate
 from lumen.workload.trace import Trace
 
@@ -393,6 +394,4 @@ def predict(
 
 
 def _needs_draft(policy: str) -> bool:
-    from lumen.planner.policies import POLICIES
-
     return POLICIES[policy].progressive

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lumen.executor.launcher import ClusterSpec, LocalCluster
-from lumen.executor.loadgen import LoadRequest, LoadResult, run_load
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
+from lumen.executor.cluster.loadgen import LoadRequest, LoadResult, run_load
 
 __all__ = ["FailureInjection", "PolicyRun", "mismatches", "parse_injection", "run_policy"]
 

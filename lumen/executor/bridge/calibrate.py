@@ -1,6 +1,6 @@
 """Measure the live workers' model on this machine (for the simulator's cost model of it).
 
-A live cluster (:mod:`lumen.executor.launcher`) runs the tiny ``random:SEED`` model of
+A live cluster (:mod:`lumen.executor.cluster.launcher`) runs the tiny ``random:SEED`` model of
 :data:`~lumen.executor.worker.__main__.DEFAULT_RANDOM_MODEL` on CPU. To predict what such a run
 should measure, the simulator needs that model's costs on *this* machine, not an A100's.
 :func:`calibrate` measures them with the engine configuration the worker uses (device ``cpu``,
@@ -16,9 +16,9 @@ its KV block size and batch limits):
   target and the draft, and the start of a worker process (interpreter plus imports);
 - **speculation**: how often the draft's greedy token agrees with the target's.
 
-:mod:`lumen.executor.prediction` turns a :class:`Calibration` into a cost model. Measuring needs
-torch (the ``executor`` extra), imported only when :func:`calibrate` runs; results are cached per
-process.
+:mod:`lumen.executor.bridge.prediction` turns a :class:`Calibration` into a cost model.
+Measuring needs torch (the ``executor`` extra), imported only when :func:`calibrate` runs;
+results are cached per process.
 """
 
 from __future__ import annotations
@@ -382,7 +382,7 @@ def _loop_overhead(
     thread, as the RPC threads do), less the median decode step of the same batch stepped
     directly. A live worker at the rates a CPU cluster serves mostly decodes one or two
     requests at a time, hence the default batch of 1."""
-    from lumen.executor.api import GenerationRequest
+    from lumen.executor.worker.api import GenerationRequest
     from lumen.executor.worker.loop import EngineLoop, to_spec
 
     prompts = [_tokens(rng, vocab, 16) for _ in range(batch)]
