@@ -12,8 +12,9 @@ from lumen.planner.costmodel import RooflineCostModel
 from lumen.planner.placement_state import PlacementState
 from lumen.planner.policies import POLICIES
 from lumen.scenarios.resolve import load_scenario
-from lumen.simulator.checkpoint import PAGE_TOKENS, StreamHistory
+from lumen.simulator.checkpoint import PAGE_TOKENS
 from lumen.simulator.cluster import ClusterOptions, SimulationResult, simulate
+from lumen.simulator.stream import StreamHistory
 from lumen.workload.trace import Trace
 
 GB = 1e9

@@ -183,10 +183,33 @@ def write_report(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = sorted({r.kind for r in scale} | {r.kind for r in gaps}, key=KINDS.index)
+    _plot_scaling(out_dir / "scaling.png", kinds, scale)
+    _plot_gaps(out_dir / "gaps.png", kinds, gaps)
+    lines = _report_lines(kinds, gaps, scale, settings)
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out_dir / "rows.json").write_text(
+        json.dumps(
+            {
+                "settings": settings,
+                "gaps": [asdict(r) for r in gaps],
+                "scaling": [asdict(s) for s in scale],
+            },
+            indent=1,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
+    return report
+
+
+def _plot_scaling(path: Path, kinds: list[str], scale: list[ScaleRow]) -> None:
+    """Solve time against workers per backend, one log-log panel per problem kind."""
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5 * max(1, len(kinds)), 4))
     axes_list = list(np.atleast_1d(axes))
     for ax, kind in zip(axes_list, kinds, strict=False):
@@ -210,8 +233,13 @@ def write_report(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "scaling.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_gaps(path: Path, kinds: list[str], gaps: list[GapRow]) -> None:
+    """Box plots of the heuristics' gaps to the optimum, one panel per problem kind."""
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(5 * max(1, len(kinds)), 4))
     axes_list = list(np.atleast_1d(axes))
@@ -226,9 +254,14 @@ def write_report(
         ax.set_ylabel("gap (%)")
         ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out_dir / "gaps.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
+
+def _report_lines(
+    kinds: list[str], gaps: list[GapRow], scale: list[ScaleRow], settings: dict[str, Any]
+) -> list[str]:
+    """The Markdown of report.md, one line per item."""
     lines = ["# Solver quality report", ""]
     lines.append("Settings: " + ", ".join(f"{k} = {v}" for k, v in settings.items()) + ".")
     lines += ["", "## Optimality gaps of the heuristics", ""]
@@ -256,59 +289,36 @@ def write_report(
         for method, info in BACKENDS[kind].items():
             if not info.exact:
                 continue
-            proven = [
-                s.workers
-                for s in scale
-                if s.kind == kind and s.method == method and s.termination == "optimal"
-            ]
-            tried = [
-                s.workers
-                for s in scale
-                if s.kind == kind and s.method == method and s.termination != "skipped"
-            ]
-            if not tried:
-                continue
-            skipped = [
-                s.workers
-                for s in scale
-                if s.kind == kind and s.method == method and s.termination == "skipped"
-            ]
-            if len(proven) == len(tried):
-                text = f"proved every size tried (up to {max(tried)} workers)"
-                last = max(
-                    (
-                        s
-                        for s in scale
-                        if s.kind == kind and s.method == method and s.workers == max(tried)
-                    ),
-                    key=lambda s: s.seconds,
-                )
-                if skipped:
-                    text += f"; not built beyond: more than {EXACT_SIZE_CAP:,} variables"
-                elif last.seconds > float(settings.get("time limit (s)", math.inf)):
-                    text += (
-                        f"; larger sizes not tried: the last solve took {last.seconds:.1f} s,"
-                        " over the time limit"
-                    )
-            else:
-                failed = min(set(tried) - set(proven))
-                text = (
-                    f"proved up to {max(proven) if proven else 'no'} workers; "
-                    f"not within the time limit at {failed}"
-                )
-            lines.append(f"- {kind} / {method}: {text}")
-    report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out_dir / "rows.json").write_text(
-        json.dumps(
-            {
-                "settings": settings,
-                "gaps": [asdict(r) for r in gaps],
-                "scaling": [asdict(s) for s in scale],
-            },
-            indent=1,
-            default=str,
-        ),
-        encoding="utf-8",
-    )
-    return report
+            text = _exact_limit_text(kind, method, scale, settings)
+            if text is not None:
+                lines.append(f"- {kind} / {method}: {text}")
+    return lines
+
+
+def _exact_limit_text(
+    kind: str, method: str, scale: list[ScaleRow], settings: dict[str, Any]
+) -> str | None:
+    """Up to which size the exact ``method`` proved optimality on ``kind``; None when it was
+    not tried at all. The time limit is the ``"time limit (s)"`` setting (none when absent)."""
+    rows = [s for s in scale if s.kind == kind and s.method == method]
+    proven = [s.workers for s in rows if s.termination == "optimal"]
+    tried = [s.workers for s in rows if s.termination != "skipped"]
+    if not tried:
+        return None
+    skipped = [s.workers for s in rows if s.termination == "skipped"]
+    if len(proven) != len(tried):
+        failed = min(set(tried) - set(proven))
+        return (
+            f"proved up to {max(proven) if proven else 'no'} workers; "
+            f"not within the time limit at {failed}"
+        )
+    text = f"proved every size tried (up to {max(tried)} workers)"
+    last = max((s for s in rows if s.workers == max(tried)), key=lambda s: s.seconds)
+    if skipped:
+        text += f"; not built beyond: more than {EXACT_SIZE_CAP:,} variables"
+    elif last.seconds > float(settings.get("time limit (s)", math.inf)):
+        text += (
+            f"; larger sizes not tried: the last solve took {last.seconds:.1f} s,"
+            " over the time limit"
+        )
+    return text

@@ -13,9 +13,9 @@ controller refreshes them from load reports.
 **Streaming.** Every KV token a checkpointed request computes (prompt chunks, decoded tokens,
 a restored prefix on re-admission) becomes checkpoint bytes on its home worker's outgoing
 network link. The link is one FIFO fluid queue of ``link_bytes_s`` shared by all the worker's
-streams (:class:`StreamHistory`): bytes leave in the order they were produced, at the link's
-rate whenever there is a backlog. A page (:data:`PAGE_TOKENS` tokens) is valid on the holder
-only once all of it has arrived: atomic activation.
+streams (:class:`lumen.simulator.stream.StreamHistory`): bytes leave in the order they were
+produced, at the link's rate whenever there is a backlog. A page (:data:`PAGE_TOKENS` tokens)
+is valid on the holder only once all of it has arrived: atomic activation.
 
 **Valid prefix at a failure** (:func:`valid_prefixes`). The ``backlog`` bytes still queued
 when the home fails are the newest ones produced, so they were produced after a cutoff time
@@ -28,8 +28,6 @@ interval). What remains, rounded down to whole pages, is restored; the rest is r
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from collections import deque
 from typing import TYPE_CHECKING
 
 from lumen.planner.costmodel import CostModel
@@ -38,88 +36,12 @@ from lumen.planner.placement_state import PlacementState
 if TYPE_CHECKING:
     from lumen.simulator.worker import Worker
 
-__all__ = ["PAGE_TOKENS", "CheckpointPlacer", "StreamHistory", "valid_prefixes"]
+__all__ = ["PAGE_TOKENS", "CheckpointPlacer", "valid_prefixes"]
 
 #: Tokens per KV page (vLLM's default block size): the unit of checkpoint activation.
 PAGE_TOKENS = 16
 #: Simulated seconds between refreshes of the placement's queueing delays.
 WAIT_REFRESH_S = 0.1
-#: Production records kept per link (older ones are summarized by the oldest kept).
-HISTORY = 4096
-
-
-class StreamHistory:
-    """A worker's checkpoint link: FIFO fluid queue plus a short production history.
-
-    Records are ``(time, cumulative bytes produced, decode clock)`` after each production.
-    """
-
-    def __init__(self, link_bytes_s: float, kv_bytes_per_token: int) -> None:
-        if not link_bytes_s > 0.0:
-            raise ValueError(f"link bandwidth must be > 0, got {link_bytes_s}")
-        self.link_bytes_s = link_bytes_s
-        self.kv_bytes_per_token = kv_bytes_per_token
-        self.produced_bytes = 0.0  # since the start, all epochs
-        self.dropped_bytes = 0.0  # queued when the worker failed: never sent
-        self._backlog = 0.0
-        self._t = 0.0
-        self._times: deque[float] = deque(maxlen=HISTORY)
-        self._cum: deque[float] = deque(maxlen=HISTORY)
-        self._clock: deque[float] = deque(maxlen=HISTORY)
-        self._epoch_cum = 0.0
-
-    def backlog_at(self, now: float) -> float:
-        """Bytes still queued at ``now``."""
-        return max(0.0, self._backlog - self.link_bytes_s * (now - self._t))
-
-    def produce(self, now: float, tokens: float, clock: float) -> None:
-        """``tokens`` of KV were computed at ``now`` (decode clock ``clock``)."""
-        self._backlog = self.backlog_at(now) + tokens * self.kv_bytes_per_token
-        self._t = now
-        added = tokens * self.kv_bytes_per_token
-        self.produced_bytes += added
-        self._epoch_cum += added
-        self._times.append(now)
-        self._cum.append(self._epoch_cum)
-        self._clock.append(clock)
-
-    def reset(self, now: float) -> None:
-        """The worker failed at ``now``: the queued bytes are lost, the history forgotten."""
-        self.dropped_bytes += self.backlog_at(now)
-        self._backlog = 0.0
-        self._t = now
-        self._times.clear()
-        self._cum.clear()
-        self._clock.clear()
-        self._epoch_cum = 0.0
-
-    @property
-    def sent_bytes(self) -> float:
-        """Bytes that left the link so far (queued bytes not counted)."""
-        return self.produced_bytes - self.dropped_bytes - self._backlog
-
-    def cutoff(self, now: float) -> tuple[float, float]:
-        """``(time, clock)`` after which the bytes still queued at ``now`` were produced;
-        ``(inf, inf)`` when nothing is queued, ``(-inf, -inf)`` when all is.
-
-        A record's bytes are produced over the interval since the previous record (a run of
-        decode steps, or one iteration whose KV is written at its end)."""
-        backlog = self.backlog_at(now)
-        if backlog <= 0.0 or not self._cum:
-            return math.inf, math.inf
-        target = self._epoch_cum - backlog
-        cum = self._cum
-        k = bisect_left(cum, target)
-        if k == 0:
-            # Inside the oldest record's burst (or before the kept history): count all of the
-            # kept production as missing, which errs on the side of re-prefilling.
-            return -math.inf, -math.inf
-        # Linear between the records around the target (production is spread over a run).
-        c0, c1 = cum[k - 1], cum[k]
-        f = (target - c0) / (c1 - c0) if c1 > c0 else 1.0
-        t = self._times[k - 1] + f * (self._times[k] - self._times[k - 1])
-        clock = self._clock[k - 1] + f * (self._clock[k] - self._clock[k - 1])
-        return t, clock
 
 
 def valid_prefixes(worker: Worker, now: float) -> dict[int, int]:

@@ -36,7 +36,8 @@ and are not prefilled again. Restores are copied host -> GPU one after the other
 worker's own channel (:meth:`Worker.enqueue` with a ``delay``) before the request queues.
 
 Checkpoint streaming: KV produced for requests that have a checkpoint holder is streamed over
-the worker's network link, modelled as a FIFO fluid queue of ``link_bytes_s``; see
+the worker's network link, modelled as a FIFO fluid queue of ``link_bytes_s``
+(:class:`lumen.simulator.stream.StreamHistory`); see
 :mod:`lumen.simulator.checkpoint` for how the valid prefix at a failure follows from it.
 
 Speed: per-iteration work is O(prefilling requests + requests that finish), never O(batch).
@@ -56,9 +57,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lumen.planner.costmodel import BatchShape, CostModel
-from lumen.simulator.checkpoint import StreamHistory
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.requests import RequestTable
+from lumen.simulator.stream import StreamHistory
 
 __all__ = ["Assist", "RequestTable", "Worker"]
 
