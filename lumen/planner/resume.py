@@ -2,7 +2,7 @@
 
 The simulator and the live gateway both turn a :class:`~lumen.planner.decisions.RecoveryDecision`
 into :class:`Resumption` records with :func:`resumptions`, so a plan means the same thing in
-both (tests/test_resume_parity.py feeds one plan and state to both paths). Per planned mode:
+both (tests/gateway/test_resume_parity.py feeds one plan and state to both paths). Per planned mode:
 
 - ``restore``: the holder's valid checkpointed prefix is copied host -> GPU on the holder, then
   the tail past it is re-prefilled;
