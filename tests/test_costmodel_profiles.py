@@ -19,7 +19,7 @@ from lumen.planner.costmodel import (
 
 GiB = 2**30
 
-# KV bytes/token = 2 (K and V) * layers * kv_heads * head_dim * 2 bytes (DESIGN.md section 5).
+# KV bytes/token = 2 (K and V) * layers * kv_heads * head_dim * 2 bytes (README, cost model).
 KV_BYTES = {
     "Qwen3-32B": 262144,
     "Qwen3-14B": 163840,
@@ -37,7 +37,7 @@ PUBLISHED_PARAMS = {
     "Llama-3.1-70B": 70.6e9,
     "Llama-3.1-8B": 8.03e9,
 }
-# BF16 checkpoint sizes from DESIGN.md section 5 (SI gigabytes).
+# BF16 checkpoint sizes from the README's cost-model table (SI gigabytes).
 DESIGN_WEIGHT_GB = {
     "Qwen3-32B": 65.5,
     "Qwen3-14B": 29.5,

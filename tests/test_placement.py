@@ -169,7 +169,7 @@ def test_no_requests(name: str) -> None:
     assert res.require_plan().holder.shape == (0,)
 
 
-# --- the contract battery (STYLE.md 3) -------------------------------------------------------
+# --- the contract battery (docs/architecture.md, conventions) -----------------------------------
 
 ACCEPTED = {
     "cpsat": {Termination.OPTIMAL},

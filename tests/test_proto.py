@@ -1,5 +1,5 @@
 """The wire contract: generated stubs match the .proto files, messages round-trip, the planner
-service has the agreed shape, and the domain never imports generated code (STYLE.md 6-7)."""
+service has the agreed shape, and the domain never imports generated code (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from lumen.proto.gen.v1 import executor_pb2, planner_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (planner_pb2.DESCRIPTOR, executor_pb2.DESCRIPTOR)
-#: The thin gRPC adapters (DESIGN.md 4, STYLE.md 7): the only modules that may import stubs:
+#: The thin gRPC adapters (docs/architecture.md): the only modules that may import stubs:
 #: the servicers, the clients, their shared message conversion and the servers (health).
 ADAPTERS = frozenset(
     {

@@ -1,6 +1,6 @@
 """Does a simulation reproduce the paper, and if not, why: verdicts and diagnostics.
 
-The reproduction target (DESIGN.md section 6): LUMEN's reductions against Stop-and-Restart and
+The reproduction target (docs/simulator.md): LUMEN's reductions against Stop-and-Restart and
 Fixed-Checkpointing have the paper's sign and are within a factor of 2 of its size. For a
 published reduction ``p < 0`` that is ``2p <= ours <= p/2``; for a published range
 ``[low, high]``, ``2 low <= ours <= high / 2``.

@@ -23,7 +23,7 @@ class DomainError(ValueError):
 
 
 class WorkerState(enum.Enum):
-    """Lifecycle of a worker; the recovery stages follow DESIGN.md section 2 (3)."""
+    """Lifecycle of a worker; the recovery stages follow docs/architecture.md."""
 
     SERVING = "serving"
     FAILED = "failed"

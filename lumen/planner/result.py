@@ -1,4 +1,7 @@
-"""Solver settings in, results out: one termination enum for every backend (STYLE.md 2, 4)."""
+"""Solver settings in, results out: one termination enum for every backend.
+
+See docs/architecture.md (the planner's four steps).
+"""
 
 from __future__ import annotations
 

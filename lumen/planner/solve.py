@@ -1,4 +1,4 @@
-"""One solve interface for every backend, chosen by name (STYLE.md 3).
+"""One solve interface for every backend, chosen by name (docs/architecture.md).
 
 Backends live one per module under ``lumen.planner.formulations`` (exact) and
 ``lumen.planner.heuristics`` (greedy rules); they are imported only when first used, so that

@@ -1,7 +1,7 @@
 """Generate the Python stubs of the ``.proto`` files, or check that the committed ones are current.
 
 The ``.proto`` files under ``lumen/proto/lumen/`` are the single source of truth of every wire
-message (STYLE.md 6). This module is the one command that turns them into Python::
+message (docs/architecture.md). This module is the one command that turns them into Python::
 
     python -m lumen.proto.generate           # (re)write lumen/proto/gen/
     python -m lumen.proto.generate --check   # exit 1 and list the files that drifted

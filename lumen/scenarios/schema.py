@@ -344,7 +344,7 @@ class PlannerConfig(StrictModel):
 
 
 class MetricsConfig(StrictModel):
-    """How results are measured (DESIGN.md section 6)."""
+    """How results are measured (docs/simulator.md, metrics)."""
 
     bin_size: int = Field(default=200, ge=1, le=1_000_000)
     """Requests per bin (by id) for the recovery window."""

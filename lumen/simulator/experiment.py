@@ -2,7 +2,7 @@
 
 One *pair* is a policy and a seed: the run with the scenario's failures and the failure-free
 run of the same policy and seed (the reference). From a pair come the metrics of
-DESIGN.md section 6 (:func:`run_metrics`):
+docs/simulator.md, section Metrics (:func:`run_metrics`):
 
 - whole-run TTFT, TPOT and end-to-end latency (mean, P50, P99);
 - the recovery window against the reference (:func:`lumen.simulator.metrics.recovery_window`)

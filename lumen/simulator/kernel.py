@@ -1,4 +1,4 @@
-"""A small deterministic discrete-event kernel (STYLE.md 11).
+"""A small deterministic discrete-event kernel (docs/architecture.md, conventions).
 
 One heap keyed by ``(time, priority, sequence)``: earlier time first, then lower priority
 number, then scheduling order, so ties break the same way on every run. Handlers receive the

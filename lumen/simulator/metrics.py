@@ -1,4 +1,4 @@
-"""Summary statistics and the paper's recovery window (DESIGN.md section 6), as pure functions.
+"""Summary statistics and the paper's recovery window (docs/simulator.md), as pure functions.
 
 Recovery window: requests are binned by id in groups of ``bin_size`` (200); the last bin may be
 shorter. The window opens at the first bin whose mean TTFT is more than ``threshold`` (5 %)

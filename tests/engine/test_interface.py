@@ -81,7 +81,7 @@ def test_page_tags_chain_over_the_whole_prefix() -> None:
 
 def test_kv_layout_sizes() -> None:
     layout = KVLayout(block_size=16, num_layers=64, num_kv_heads=8, head_dim=128, dtype="bfloat16")
-    assert layout.bytes_per_token == 256 * 1024  # Qwen3-32B, DESIGN.md section 5
+    assert layout.bytes_per_token == 256 * 1024  # Qwen3-32B, the README's cost-model table
     assert layout.page_shape(3) == (64, 2, 3, 8, 128)
 
 
@@ -147,7 +147,7 @@ def test_model_config_reads_a_qwen3_config() -> None:
         "vocab_size": 151936,
     }
     config = ModelConfig.from_dict(data)
-    assert config.kv_bytes_per_token("bfloat16") == 112 * 1024  # DESIGN.md section 5
+    assert config.kv_bytes_per_token("bfloat16") == 112 * 1024  # the README's cost-model table
     assert 1.6e9 < config.num_parameters() < 2.1e9
     with pytest.raises(ValueError, match="attention_bias"):
         ModelConfig.from_dict({**data, "attention_bias": True})

@@ -1,6 +1,6 @@
 """The pairing driver: a recovering worker whose draft is up drafts for a survivor.
 
-Speculation-assisted recovery (DESIGN.md 2 (3)) needs someone to pair each recovering worker
+Speculation-assisted recovery (docs/architecture.md) needs someone to pair each recovering worker
 with a survivor once its draft model is loaded. The gateway does it, from what its heartbeats
 see:
 

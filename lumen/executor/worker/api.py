@@ -22,7 +22,7 @@ __all__ = [
     "WorkerUnavailableError",
 ]
 
-#: Recovery stages of a worker, in order (DESIGN.md section 2 (3)).
+#: Recovery stages of a worker, in order (docs/architecture.md, the three decisions).
 STAGES = ("draft-loading", "assisting", "switching", "serving")
 
 

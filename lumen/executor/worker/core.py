@@ -1,7 +1,7 @@
 """The worker: engine loop, checkpoint store, streamer, stage machine and peers, in domain terms.
 
-The gRPC servicer is a thin adapter over :class:`Worker` (STYLE.md 7): every RPC converts its
-message (:mod:`~lumen.executor.worker.wire`) and calls one method here.
+The gRPC servicer is a thin adapter over :class:`Worker` (docs/architecture.md): every RPC
+converts its message (:mod:`~lumen.executor.worker.wire`) and calls one method here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The worker server: the executor servicer plus standard gRPC service hygiene (STYLE.md 8).
+"""The worker server: the executor servicer plus standard gRPC service hygiene.
+
+See docs/architecture.md (conventions).
 
 :func:`create_server` builds the worker and binds the port (port 0 picks a free one) and returns
 the server with its bound port; :meth:`WorkerServer.start` loads the weights and starts serving;

@@ -1,4 +1,4 @@
-"""Staged recovery of a restarted worker and rate-limited weight loading (DESIGN.md 2 (3)).
+"""Staged recovery of a restarted worker and rate-limited weight loading (docs/architecture.md).
 
 A restarted worker goes DraftLoading -> Assisting -> Switching -> Serving:
 

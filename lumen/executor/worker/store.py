@@ -1,4 +1,4 @@
-"""The host-memory checkpoint store of a holder worker (DESIGN.md section 2 (1); no torch import).
+"""The host-memory checkpoint store of a holder worker (docs/architecture.md; no torch import).
 
 A worker holds KV checkpoint pages of requests that run on *other* workers, so that a request
 interrupted by its home's failure resumes from the longest valid prefix instead of prefilling

@@ -1,9 +1,10 @@
 """Random checkpoint-placement instances (docs/planner.md, section 1) for tests and benchmarks.
 
-Magnitudes follow DESIGN.md section 5: queueing delays of 0-5 s, restore work of 0.01-0.5 s per
-request (host->GPU copies of a few GB at ~26 GB/s), reservations of 0.1-2 GB (a maximum context
-times the KV bytes per token) and host budgets of tens of GB, raised where needed so that the
-instance stays feasible unless the family asks for binding capacity.
+Magnitudes follow the model and hardware profiles (``lumen.planner.costmodel.profiles``):
+queueing delays of 0-5 s, restore work of 0.01-0.5 s per request (host->GPU copies of a few GB
+at ~26 GB/s), reservations of 0.1-2 GB (a maximum context times the KV bytes per token) and
+host budgets of tens of GB, raised where needed so that the instance stays feasible unless the
+family asks for binding capacity.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def _result(
 
 
 def solve_lumen(problem: PairingProblem, settings: SolveSettings) -> SolveResult[PairingPlan]:
-    """The paper's rule (DESIGN.md section 2 (3)): each recovering worker, in index order, pairs
+    """The paper's rule (docs/architecture.md): each recovering worker, in index order, pairs
     with the unpaired survivor that has the longest waiting time (ties: lowest index), skipping
     forbidden pairs. Savings play no part in the choice; they only score the result."""
     start = time.perf_counter()

@@ -361,7 +361,7 @@ def improve(
 
 
 def solve_lumen(problem: PlacementProblem, settings: SolveSettings) -> SolveResult[PlacementPlan]:
-    """The paper's rule (DESIGN.md section 2 (1)), request by request in index order:
+    """The paper's rule (docs/architecture.md), request by request in index order:
     ``holder(r) = argmin_j wait_s[j] + alpha * RestorePressure_j(r)`` over allowed workers with
     budget and stream capacity left, ties to the lowest index.
 

@@ -85,7 +85,7 @@ def _least_loaded(load: FloatArray, ok: np.ndarray) -> int:
 
 
 def solve_lumen(problem: RecoveryProblem, settings: SolveSettings) -> Result:
-    """The paper's locality-aware recovery rule (DESIGN.md section 2 (2)).
+    """The paper's locality-aware recovery rule (docs/architecture.md, the three decisions).
 
     1. In index order, each request goes to its holder (the machine where ``restore`` is finite);
        if the holder is dead (no finite restore) it goes to the least-loaded survivor

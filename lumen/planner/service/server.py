@@ -1,4 +1,4 @@
-"""The planner server: the servicer plus standard gRPC service hygiene (STYLE.md 8).
+"""The planner server: the servicer plus standard gRPC service hygiene (docs/architecture.md).
 
 :func:`create_server` builds everything and binds the port (port 0 picks a free one) and returns
 the server with its bound port; :meth:`PlannerServer.start` starts it and :func:`serve` runs it

@@ -1,4 +1,4 @@
-"""The gRPC servicer of ``lumen.v1.Planner``: a thin adapter (STYLE.md 7).
+"""The gRPC servicer of ``lumen.v1.Planner``: a thin adapter (docs/architecture.md, conventions).
 
 Every RPC is proto -> domain (:mod:`lumen.planner.service.wire`, which validates and names the
 offending field) -> controller -> proto. Errors become status codes in one table,
