@@ -181,11 +181,11 @@ def test_unsupported_policy_and_bad_failures_are_rejected(cost_model: RooflineCo
 
 def test_snapshot_describes_the_failure_moment(cost_model: RooflineCostModel) -> None:
     from lumen.simulator.kernel import Simulation
-    from lumen.simulator.worker import Worker
+    from lumen.simulator.worker import SimWorker
 
     sim = Simulation()
     table = RequestTable.create([0.0, 0.0, 0.0], [100, 200, 300], [10, 20, 30])
-    pool = [Worker(i, sim, cost_model, table) for i in range(3)]
+    pool = [SimWorker(i, sim, cost_model, table) for i in range(3)]
     pool[1].enqueue(1)
     pool[1].enqueue(2)
     sim.run(until=0.0)

@@ -34,7 +34,7 @@ from lumen.planner.costmodel import CostModel
 from lumen.planner.placement_state import PlacementState
 
 if TYPE_CHECKING:
-    from lumen.simulator.worker import Worker
+    from lumen.simulator.worker import SimWorker
 
 __all__ = ["PAGE_TOKENS", "CheckpointPlacer", "valid_prefixes"]
 
@@ -44,7 +44,7 @@ PAGE_TOKENS = 16
 WAIT_REFRESH_S = 0.1
 
 
-def valid_prefixes(worker: Worker, now: float) -> dict[int, int]:
+def valid_prefixes(worker: SimWorker, now: float) -> dict[int, int]:
     """Per admitted, checkpointed request of ``worker`` failing at ``now``: the tokens of its
     context whose pages had fully reached the holder (see the module docstring)."""
     req = worker.requests
@@ -107,7 +107,7 @@ class CheckpointPlacer:
         self.peak_reserved_bytes = [0.0] * m
         self._budget = budget_bytes
 
-    def place(self, worker: Worker, rid: int, workers: list[Worker]) -> int:
+    def place(self, worker: SimWorker, rid: int, workers: list[SimWorker]) -> int:
         """Choose and reserve a holder for ``rid`` admitted on ``worker`` (-1: none)."""
         now = worker.sim.now
         if now - self._refreshed >= WAIT_REFRESH_S:

@@ -1,6 +1,6 @@
 """The gateway: sends each arriving request to the worker expected to start it soonest.
 
-Waiting estimate (:meth:`Worker.estimated_wait_s`): the rest of the iteration the worker is
+Waiting estimate (:meth:`SimWorker.estimated_wait_s`): the rest of the iteration the worker is
 running (a new request can only join at an iteration boundary) plus the prompt tokens queued on
 it — waiting requests and the uncomputed part of admitted ones — times the per-token time of a
 full prefill chunk. Ties (e.g. several idle workers) go to the worker with fewer unfinished
@@ -15,25 +15,25 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from lumen.simulator.worker import Worker
+from lumen.simulator.worker import SimWorker
 
-__all__ = ["Gateway"]
+__all__ = ["SimGateway"]
 
 
-class Gateway:
+class SimGateway:
     """Least-estimated-waiting-time dispatch over a fixed set of workers."""
 
-    def __init__(self, workers: Sequence[Worker]) -> None:
+    def __init__(self, workers: Sequence[SimWorker]) -> None:
         if not workers:
             raise ValueError("the gateway needs at least one worker")
         self.workers = list(workers)
         self.dispatched = [0] * len(self.workers)
         self.held: deque[int] = deque()
 
-    def choose(self, now: float) -> Worker | None:
+    def choose(self, now: float) -> SimWorker | None:
         """The serving worker with the least estimated waiting time at ``now`` (None when all
         are down)."""
-        best: Worker | None = None
+        best: SimWorker | None = None
         best_wait = best_load = 0.0
         for w in self.workers:
             if w.down:
@@ -47,7 +47,7 @@ class Gateway:
                 best, best_wait, best_load = w, wait, w.active_requests
         return best
 
-    def dispatch(self, rid: int, now: float) -> Worker | None:
+    def dispatch(self, rid: int, now: float) -> SimWorker | None:
         """Send request ``rid`` to the chosen worker and return it; hold it (and return None)
         when every worker is down."""
         worker = self.choose(now)

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from lumen.planner.builders import recovery_problem
 from lumen.planner.costmodel import CostModel
 from lumen.planner.decisions import recovery_decision
-from lumen.planner.domain import ClusterState, Request, WorkerLoad, WorkerState
-from lumen.planner.domain import Worker as DomainWorker
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.result import SolveSettings
 from lumen.planner.resume import Resumption, resumptions
 from lumen.planner.solve import solve
-from lumen.simulator.worker import RequestTable, Worker
+from lumen.simulator.worker import RequestTable, SimWorker
 
 __all__ = ["Interrupted", "plan_recovery", "snapshot"]
 
@@ -42,7 +41,7 @@ class Interrupted:
 
 
 def snapshot(
-    pool: Sequence[Worker],
+    pool: Sequence[SimWorker],
     table: RequestTable,
     cost_model: CostModel,
     failed: Sequence[int],
@@ -61,14 +60,12 @@ def snapshot(
     failed_set = set(failed)
     hardware = cost_model.deployment.hardware.name
 
-    def state_of(w: Worker) -> WorkerState:
+    def state_of(w: SimWorker) -> WorkerState:
         if w.index in failed_set:
             return WorkerState.FAILED
         return WorkerState.RELOADING if w.down else WorkerState.SERVING
 
-    workers = [
-        DomainWorker(w.index, w.index // workers_per_node, hardware, state_of(w)) for w in pool
-    ]
+    workers = [Worker(w.index, w.index // workers_per_node, hardware, state_of(w)) for w in pool]
     output = table.output_tokens
     prompt = table.prompt_tokens
     requests = [
@@ -101,7 +98,7 @@ def snapshot(
 
 
 def plan_recovery(
-    pool: Sequence[Worker],
+    pool: Sequence[SimWorker],
     table: RequestTable,
     cost_model: CostModel,
     failed: Sequence[int],

@@ -34,12 +34,12 @@ from lumen.planner.policies import check_policy, pair_survivors
 from lumen.planner.problems import expected_tokens_per_step
 from lumen.planner.result import SolveSettings
 from lumen.simulator.checkpoint import CheckpointPlacer, valid_prefixes
-from lumen.simulator.gateway import Gateway
+from lumen.simulator.gateway import SimGateway
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.metrics import summarize
 from lumen.simulator.recovery import Interrupted, plan_recovery, snapshot
 from lumen.simulator.results import ClusterOptions, SimulationResult, SimulationSummary
-from lumen.simulator.worker import ARRIVAL_PRIORITY, Assist, RequestTable, Worker
+from lumen.simulator.worker import ARRIVAL_PRIORITY, Assist, RequestTable, SimWorker
 from lumen.workload.trace import Trace
 
 __all__ = ["FAILURE_PRIORITY", "ClusterRun"]
@@ -108,7 +108,7 @@ class ClusterRun:
         )
         self.placer = self._make_placer()
         self.pool = self._make_pool(max_batch_size, prefill_chunk_tokens, kv_capacity_tokens)
-        self.gateway = Gateway(self.pool)
+        self.gateway = SimGateway(self.pool)
         self.timeline = cost_model.reload_timeline()
         draft = cost_model.draft_cost_model() if self.spec.progressive else None
         self.draft_s = cost_model.draft_load_time() if draft is not None else 0.0
@@ -151,13 +151,13 @@ class ClusterRun:
 
     def _make_pool(
         self, max_batch_size: int, prefill_chunk_tokens: int, kv_capacity_tokens: int | None
-    ) -> list[Worker]:
+    ) -> list[SimWorker]:
         """The workers; with a placer they stream checkpoints and call its hooks."""
         args = (self.sim, self.cost_model, self.table, max_batch_size, prefill_chunk_tokens)
         if self.placer is None:
-            return [Worker(i, *args, kv_capacity_tokens) for i in range(self.workers)]
+            return [SimWorker(i, *args, kv_capacity_tokens) for i in range(self.workers)]
         return [
-            Worker(
+            SimWorker(
                 i,
                 *args,
                 kv_capacity_tokens,
@@ -168,11 +168,11 @@ class ClusterRun:
             for i in range(self.workers)
         ]
 
-    def _on_admit(self, worker: Worker, rid: int) -> bool:
+    def _on_admit(self, worker: SimWorker, rid: int) -> bool:
         assert self.placer is not None
         return self.placer.place(worker, rid, self.pool) >= 0
 
-    def _on_end(self, worker: Worker, rid: int) -> None:
+    def _on_end(self, worker: SimWorker, rid: int) -> None:
         assert self.placer is not None
         self.placer.release(rid)
 

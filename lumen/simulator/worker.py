@@ -17,23 +17,23 @@ token (TTFT = end of that iteration); each later decode iteration emits one more
 decode step of a request with ``d`` tokens already decoded attends to ``prompt + d - 1`` cached
 tokens (the KV of the newest token is written by that step).
 
-Draft assistance (:meth:`Worker.assist`): while a recovering worker drafts for this one, a
+Draft assistance (:meth:`SimWorker.assist`): while a recovering worker drafts for this one, a
 decode step may be a verify step: ``K + 1`` query positions per decoding request, preceded by
 the draft's ``K`` proposal steps, and ``E = (1 - a^(K+1)) / (1 - a)`` tokens per request in
 expectation. The worker verifies only when that is expected to emit tokens faster than a plain
 step (``t_verify / E < t_plain``). Decode progress is therefore counted in a real-valued clock
-(:attr:`Worker.progress`, tokens per decoding request): a plain step adds 1, a verify step
+(:attr:`SimWorker.progress`, tokens per decoding request): a plain step adds 1, a verify step
 ``E``; a request finishes once the clock has advanced by its remaining tokens. This is the
 expectation of speculative decoding, not a draw per step: the run stays deterministic.
 
-Failures (:meth:`Worker.fail`): the iteration in flight is cancelled (a pure-decode run keeps
+Failures (:meth:`SimWorker.fail`): the iteration in flight is cancelled (a pure-decode run keeps
 the iterations that already ended: their tokens were emitted), every KV reservation is freed
 and the unfinished requests are handed back with their progress. A request that resumes after
 an interruption is served like a new one whose prompt is its whole context so far (prompt plus
 the tokens it had generated) and whose output is what it still has to emit
 (:meth:`RequestTable.resume`); the first ``restored`` context tokens come from a KV checkpoint
 and are not prefilled again. Restores are copied host -> GPU one after the other on the
-worker's own channel (:meth:`Worker.enqueue` with a ``delay``) before the request queues.
+worker's own channel (:meth:`SimWorker.enqueue` with a ``delay``) before the request queues.
 
 Checkpoint streaming: KV produced for requests that have a checkpoint holder is streamed over
 the worker's network link, modelled as a FIFO fluid queue of ``link_bytes_s``
@@ -61,7 +61,7 @@ from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.requests import RequestTable
 from lumen.simulator.stream import StreamHistory
 
-__all__ = ["Assist", "RequestTable", "Worker"]
+__all__ = ["Assist", "RequestTable", "SimWorker"]
 
 # Event priorities: at equal times arrivals are handled before iteration ends and worker
 # starts, so that requests arriving together can join the same iteration.
@@ -87,19 +87,19 @@ class Assist:
 
 # Hooks the cluster gives workers: a request was admitted (returns whether it is checkpointed
 # now) / ended on this worker (finished; failures are handled by the cluster itself).
-AdmitHook = Callable[["Worker", int], bool]
-EndHook = Callable[["Worker", int], None]
+AdmitHook = Callable[["SimWorker", int], bool]
+EndHook = Callable[["SimWorker", int], None]
 
 
-def _no_admit(worker: Worker, rid: int) -> bool:
+def _no_admit(worker: SimWorker, rid: int) -> bool:
     return False
 
 
-def _no_end(worker: Worker, rid: int) -> None:
+def _no_end(worker: SimWorker, rid: int) -> None:
     return None
 
 
-class Worker:
+class SimWorker:
     """A model replica serving requests with continuous batching.
 
     Args:

@@ -8,7 +8,7 @@ token it emits is one its target chose, so outputs are exactly the target's alon
 requests are mirrored: for sampled ones the rejection rule keeps the target's distribution but
 not the exact draws of its seed, and LUMEN's outputs must not depend on whether a draft helped.
 
-The survivor is reached through an :class:`AssistLink`. :class:`~.core.Worker` is one (the
+The survivor is reached through an :class:`AssistLink`. :class:`~.core.WorkerCore` is one (the
 in-process link, used by tests and single-process clusters); across processes it is
 :class:`~lumen.executor.worker.assist_link.GrpcAssistLink` (the survivor's ``MirrorRequests`` and
 ``SubmitProposals`` calls). A link with a ``close()`` method is closed when the assistant stops.

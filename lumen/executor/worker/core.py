@@ -1,7 +1,7 @@
 """The worker: engine loop, checkpoint store, streamer, stage machine and peers, in domain terms.
 
-The gRPC servicer is a thin adapter over :class:`Worker` (docs/architecture.md): every RPC
-converts its message (:mod:`~lumen.executor.worker.wire`) and calls one method here.
+The gRPC servicer is a thin adapter over :class:`WorkerCore` (docs/architecture.md): every
+RPC converts its message (:mod:`~lumen.executor.worker.wire`) and calls one method here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lumen.executor.worker.store import CheckpointStore, PageOutcome
 from lumen.executor.worker.streamer import CheckpointStreamer, PagePeer
 from lumen.executor.worker.wire import Submission
 
-__all__ = ["PageMessage", "Worker", "WorkerConfig"]
+__all__ = ["PageMessage", "WorkerConfig", "WorkerCore"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _torch_engine(config: EngineConfig, weights: Any = None, role: str = "target
     return TorchEngine(config, weights, role)  # type: ignore[arg-type]
 
 
-class Worker:
+class WorkerCore:
     """One worker (module docstring). ``peer(address)`` gives another worker's page API."""
 
     def __init__(

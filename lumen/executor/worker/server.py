@@ -28,7 +28,7 @@ from grpc_health.v1 import health
 from lumen.executor.worker.assist import AssistLink
 from lumen.executor.worker.assist_link import grpc_assist_link
 from lumen.executor.worker.client import PeerPool
-from lumen.executor.worker.core import Worker, WorkerConfig
+from lumen.executor.worker.core import WorkerConfig, WorkerCore
 from lumen.executor.worker.metrics import WorkerMetrics
 from lumen.executor.worker.servicer import SERVICE_NAME, ExecutorServicer, add_to_server
 from lumen.grpc_server import (
@@ -65,7 +65,7 @@ class WorkerServer:
     def __init__(
         self,
         server: grpc.Server,
-        worker: Worker,
+        worker: WorkerCore,
         peers: PeerPool,
         health_servicer: health.HealthServicer,
         port: int,
@@ -134,7 +134,7 @@ def create_server(
     if assist_link is None:
         assist_link = grpc_assist_link(worker_config.worker_id)
     peers = PeerPool()
-    worker = Worker(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
+    worker = WorkerCore(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
     server = new_server(config.max_workers, config.max_message_bytes)
     add_to_server(ExecutorServicer(worker), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME)

@@ -1,4 +1,4 @@
-"""The gRPC servicer of ``lumen.v1.Executor``: a thin adapter over :class:`~.core.Worker`.
+"""The gRPC servicer of ``lumen.v1.Executor``: a thin adapter over :class:`~.core.WorkerCore`.
 
 Every RPC is proto -> domain (:mod:`~lumen.executor.worker.wire`, which validates and names the
 offending field) -> worker -> proto. Errors become status codes in one table,
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from lumen.executor.worker import wire
-from lumen.executor.worker.core import PageMessage, Worker
+from lumen.executor.worker.core import PageMessage, WorkerCore
 from lumen.executor.worker.errors import InvalidField, NotReady, WorkerStopping
 from lumen.executor.worker.store import BudgetExceededError, NotReservedError
 from lumen.proto.gen.v1 import executor_pb2 as pb
@@ -55,9 +55,9 @@ def _abort(name: str, context: grpc.ServicerContext, exc: Exception) -> None:
 
 
 class ExecutorServicer(pb_grpc.ExecutorServicer):
-    """``lumen.v1.Executor`` over a :class:`Worker`."""
+    """``lumen.v1.Executor`` over a :class:`WorkerCore`."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerCore) -> None:
         self.worker = worker
 
     def _call(self, name: str, context: grpc.ServicerContext, fn: Callable[[], Resp]) -> Resp:
