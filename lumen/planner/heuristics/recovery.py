@@ -94,15 +94,19 @@ def solve_lumen(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     2. While the most loaded holder (among holders that still have a request placed there in
        step 1 and not yet moved) is above the mean load of the survivors, move its request with
        the shortest checkpointed prefix (``prefix_tokens``, ties by index) to the least-loaded
-       survivor and recount. A request moves at most once, so the loop ends.
+       survivor and recount. A move is made only when it narrows the gap (the receiver's load
+       plus one stays below the holder's), so a request never swaps two loads and no receiver
+       sheds what it was given; the paper's "above the mean" alone would also move 117 -> 116.
+       A request moves at most once, so the loop ends.
 
-    The plan takes each request's fastest mode at its machine (after a move: recompute, or
-    transfer when faster). Wait mode is never used on purpose; a recovering machine is only used
+    A moved request is re-prefilled on its new machine, as the paper describes (its checkpoint
+    is not transferred: the rule runs on :func:`without_transfers`); our own policies keep the
+    transfer mode. Wait mode is never used on purpose; a recovering machine is only used
     when it holds a live checkpoint itself. Deviation needed for feasibility: machines without
     KV room for a request are skipped in both steps (a holder without room sends the request to
     the least-loaded survivor with room; a request that fits nowhere else is not moved).
     """
-    return _locality(problem, "lumen", rebalance=True)
+    return _locality(problem, "lumen", rebalance=True, transfers=False)
 
 
 def solve_restore_on_holder(problem: RecoveryProblem, settings: SolveSettings) -> Result:
@@ -112,12 +116,27 @@ def solve_restore_on_holder(problem: RecoveryProblem, settings: SolveSettings) -
     return _locality(problem, "restore-on-holder", rebalance=False)
 
 
-def _locality(problem: RecoveryProblem, method: str, rebalance: bool) -> Result:
+def _locality(
+    problem: RecoveryProblem, method: str, rebalance: bool, transfers: bool = True
+) -> Result:
     start = time.perf_counter()
     p = processing_times(problem)
     reason = infeasibility_reason(problem, p)
     if reason:
         return _infeasible(method, reason, start)
+    if not transfers:
+        problem = without_transfers(problem)
+        p = processing_times(problem)
+        stuck = np.flatnonzero(~np.isfinite(p).any(axis=1)) if problem.num_requests else p[:0, 0]
+        if stuck.size:
+            return _result(
+                method,
+                problem,
+                None,
+                start,
+                p,
+                f"request {int(stuck[0])}: only a checkpoint transfer reaches a machine",
+            )
     n = problem.num_requests
     restore = problem.mode_time_s[:, :, 0]
     has_holder = np.isfinite(restore).any(axis=1) if n else np.zeros(0, bool)
@@ -162,7 +181,9 @@ def _locality(problem: RecoveryProblem, method: str, rebalance: bool) -> Result:
         ok = survivor & np.isfinite(p[i]) & (room >= kv[i])
         ok[h] = False
         j = _least_loaded(load, ok)
-        if j >= 0:
+        # A move must narrow the gap: from 117 to a machine at 116 it would only swap the two
+        # loads, and the receiver, now above the mean, would shed a request of its own.
+        if j >= 0 and load[j] + 1 < load[h]:
             machine[i] = j
             load[h] -= 1
             load[j] += 1
@@ -170,7 +191,7 @@ def _locality(problem: RecoveryProblem, method: str, rebalance: bool) -> Result:
             room[j] -= kv[i]
             if j in queue:
                 heapq.heappush(heap, (-load[j], j))
-        # else: nowhere to go, the request stays on its holder
+        # else: nowhere to go that narrows the gap, the request stays on its holder
         if queue[h]:
             heapq.heappush(heap, (-load[h], h))
         else:
@@ -181,11 +202,23 @@ def _locality(problem: RecoveryProblem, method: str, rebalance: bool) -> Result:
 # --------------------------------------------------------------------------- Stop-and-Restart
 
 
+def without_transfers(problem: RecoveryProblem) -> RecoveryProblem:
+    """A copy of ``problem`` whose transfer mode is unavailable: a request restores only on its
+    holder and is otherwise recomputed (the paper's recovery rule)."""
+    modes = np.array(problem.mode_time_s, copy=True)
+    modes[:, :, 1] = np.inf
+    return _with_modes(problem, modes, problem.prefix_tokens)
+
+
 def without_checkpoints(problem: RecoveryProblem) -> RecoveryProblem:
     """A copy of ``problem`` without checkpoints: restore and transfer modes set to inf and no
     valid prefixes. This is the problem a checkpointless baseline solves."""
     modes = np.array(problem.mode_time_s, copy=True)
     modes[:, :, 0:2] = np.inf
+    return _with_modes(problem, modes, np.zeros(problem.num_requests))
+
+
+def _with_modes(problem: RecoveryProblem, modes: FloatArray, prefix: FloatArray) -> RecoveryProblem:
     return RecoveryProblem.build(
         ready_s=problem.ready_s,
         queued=problem.queued,
@@ -194,7 +227,7 @@ def without_checkpoints(problem: RecoveryProblem) -> RecoveryProblem:
         mode_time_s=modes,
         running=problem.running,
         is_recovering=problem.is_recovering,
-        prefix_tokens=np.zeros(problem.num_requests),
+        prefix_tokens=prefix,
         machine_ids=problem.machine_ids,
         request_ids=problem.request_ids,
     )
