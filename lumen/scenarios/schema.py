@@ -333,6 +333,24 @@ class SpeculationConfig(StrictModel):
     """Probability that the target accepts a draft token (a)."""
 
 
+class ReadingsConfig(StrictModel):
+    """How the simulator reads what the paper leaves open (docs/simulator-model.md, readings).
+
+    Each field is one reading of the paper or its testbed; the defaults follow the paper's text
+    and testbed, and `lumen reproduce` reports every alternative.
+    """
+
+    assist: Literal["concurrent", "synchronous"] = "concurrent"
+    """Draft timing: the recovering worker drafts while the survivor keeps stepping, which
+    verifies the drafts that are ready and never waits (concurrent, the paper), or the survivor
+    waits for the draft's K proposal steps before each verify step (synchronous)."""
+    draft_load: Literal["parallel", "serial"] = "parallel"
+    """The draft and the target weights are read from separate drives at the same time
+    (parallel, the testbed's two SSDs per node), or the draft first (serial)."""
+    gateway: Literal["least-waiting", "least-requests", "round-robin"] = "least-waiting"
+    """How the gateway routes new requests (the paper does not say)."""
+
+
 class PlannerConfig(StrictModel):
     alpha: float = Field(default=1.0, ge=0.0, le=1_000.0)
     """Weight of restore pressure against waiting time in the LUMEN placement score."""
@@ -400,6 +418,7 @@ class Scenario(StrictModel):
     policies: list[PolicyName] = Field(default_factory=lambda: list(DEFAULT_POLICIES), min_length=1)
     speculation: SpeculationConfig = Field(default_factory=SpeculationConfig)
     planner: PlannerConfig = Field(default_factory=PlannerConfig)
+    readings: ReadingsConfig = Field(default_factory=ReadingsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     paper_reference: PaperReference | None = None
 

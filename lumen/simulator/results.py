@@ -89,6 +89,12 @@ class SimulationResult:
     recovery_modes: dict[str, int] = field(default_factory=dict)
 
 
+#: Readings of the paper the simulator supports (the scenario's ``readings`` block).
+ASSIST_TIMINGS = ("concurrent", "synchronous")
+DRAFT_LOADS = ("parallel", "serial")
+GATEWAY_RULES = ("least-waiting", "least-requests", "round-robin")
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
     """Cluster and policy parameters beyond the workers' batching.
@@ -101,6 +107,12 @@ class ClusterOptions:
         alpha: weight of restore pressure in placement.
         speculation_depth, acceptance_rate: the draft's K and a.
         planner_time_limit_s: time limit of each planner solve.
+        assist: draft timing, ``concurrent`` (the survivor never waits for drafts) or
+            ``synchronous`` (it waits for the draft's proposal steps before verifying).
+        draft_load: ``parallel`` (draft and target read from separate drives at once) or
+            ``serial`` (the draft first).
+        gateway: routing rule of new requests, ``least-waiting``, ``least-requests`` or
+            ``round-robin``.
     """
 
     workers_per_node: int = 1
@@ -111,6 +123,9 @@ class ClusterOptions:
     speculation_depth: int = 4
     acceptance_rate: float = 0.6
     planner_time_limit_s: float = 1.0
+    assist: str = "concurrent"
+    draft_load: str = "parallel"
+    gateway: str = "least-waiting"
 
     def __post_init__(self) -> None:
         if self.workers_per_node < 1:
@@ -123,3 +138,10 @@ class ClusterOptions:
             raise ValueError("speculation needs depth >= 1 and 0 <= acceptance_rate < 1")
         if not self.planner_time_limit_s > 0.0:
             raise ValueError("planner_time_limit_s must be > 0")
+        for name, value, allowed in (
+            ("assist", self.assist, ASSIST_TIMINGS),
+            ("draft_load", self.draft_load, DRAFT_LOADS),
+            ("gateway", self.gateway, GATEWAY_RULES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")

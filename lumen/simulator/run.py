@@ -155,4 +155,7 @@ def cluster_options(s: Scenario) -> ClusterOptions:
         speculation_depth=s.speculation.depth,
         acceptance_rate=s.speculation.acceptance_rate,
         planner_time_limit_s=s.planner.time_limit_s,
+        assist=s.readings.assist,
+        draft_load=s.readings.draft_load,
+        gateway=s.readings.gateway,
     )
