@@ -140,7 +140,8 @@ def test_hardware_numbers() -> None:
     assert a100.network_bandwidth == 1.25e9  # 10 Gb/s
     assert (a800.peak_flops, a800.hbm_bandwidth) == (a100.peak_flops, a100.hbm_bandwidth)
     assert a800.nvlink_bandwidth == 200e9 < a100.nvlink_bandwidth
-    assert a800.ssd_bandwidth == 0.5e9
+    # the testbed's two Samsung PM893 SATA drives, 550 MB/s each: target on one, draft on the other
+    assert (a800.ssd_bandwidth, a800.ssd_drives, a100.ssd_drives) == (0.55e9, 2, 1)
     h100, h200 = get_hardware_profile("H100-80GB"), get_hardware_profile("H200")
     assert h100.peak_flops == h200.peak_flops == 989e12
     assert (h100.hbm_bandwidth, h200.hbm_bandwidth) == (3.35e12, 4.8e12)
@@ -202,7 +203,7 @@ def test_deployment_validation(kwargs: dict[str, float], message: str) -> None:
 def test_overrides_replace_hardware_defaults() -> None:
     plain = _deployment("Qwen3-14B", "A800-80GB", 2)
     assert plain.effective_network_bandwidth == 1.25e9
-    assert plain.effective_ssd_bandwidth == 0.5e9
+    assert plain.effective_ssd_bandwidth == 0.55e9
     assert plain.worker_host_to_gpu_bandwidth == 2 * 26e9
     tuned = _deployment(
         "Qwen3-14B",

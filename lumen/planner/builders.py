@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lumen.planner.costmodel import CostModel
+from lumen.planner.costmodel import CostModel, progressive_timeline
 from lumen.planner.domain import ClusterState, Request, WorkerState
 from lumen.planner.problems import (
     PairingProblem,
@@ -21,6 +21,7 @@ from lumen.planner.problems import (
     RecoveryProblem,
     expected_tokens_per_step,
 )
+from lumen.planner.speculation import concurrent_tokens_per_step
 
 
 def recompute_time(cost: CostModel, tokens: int, context: int = 0, chunk: int = 1024) -> float:
@@ -168,21 +169,26 @@ def pairing_problem(
     recovering: Sequence[int],
     acceptance_rate: float,
     depth: int,
+    *,
+    concurrent: bool = True,
+    parallel_load: bool = True,
 ) -> PairingProblem:
     """Pose draft pairing: the decode seconds a recovering worker's draft saves each survivor.
 
-    A recovering worker assists from the end of its draft load to the end of the target reload
-    (window W). On survivor s with batch b and total context c, a plain decode step takes
-    t_d = decode_step_time(b, c) for one token per sequence; a verify step takes
-    t_v = decode_step_time(b, c, K + 1) for E = (1 - a^(K+1)) / (1 - a) tokens per sequence,
-    after the draft's K proposal steps (K * draft.decode_step_time(b, c)) when the cost model
-    has a draft. Over the part of the window the survivor is busy (its backlog B: waiting time
-    plus the time to decode its running requests' remaining tokens), the time saved is
+    A recovering worker assists from the moment its draft is on the GPUs until its target
+    weights are in host memory (window W, :func:`lumen.planner.costmodel.progressive_timeline`
+    with ``parallel_load``). On survivor s with batch b and total context c, a plain decode step
+    takes t_d = decode_step_time(b, c) for one token per sequence; a verify step takes
+    t_v = decode_step_time(b, c, K + 1) and yields E tokens per sequence
+    (:mod:`lumen.planner.speculation`): with a ``concurrent`` draft E follows from the draft's
+    lead at g = t_v / draft.decode_step_time(b, c) proposals per step; otherwise the survivor
+    first waits for the K proposal steps (added to t_v) and E = (1 - a^(K+1)) / (1 - a). Over
+    the part of the window the survivor is busy (its backlog B: waiting time plus the time to
+    decode its running requests' remaining tokens), the time saved is
     ``min(W, B) * max(0, 1 - t_v / (E * t_d))``.
     """
-    reload = cost.reload_timeline().total_s
-    window = max(0.0, reload - cost.draft_load_time())
-    e_tokens = expected_tokens_per_step(acceptance_rate, depth)
+    window = progressive_timeline(cost, parallel=parallel_load).assist_window_s
+    e_sync = expected_tokens_per_step(acceptance_rate, depth)
     draft = cost.draft_cost_model()
     rec = [state.worker(r) for r in recovering]
     rec_ids = {w.id for w in rec}
@@ -193,14 +199,18 @@ def pairing_problem(
         reqs = state.requests_on(w.id)
         load = state.load(w.id)
         waits.append(load.waiting_time_s)
-        if not reqs:
+        if not reqs or draft is None:
             continue
         b = len(reqs)
         ctx = sum(r.context_tokens for r in reqs)
         t_d = cost.decode_step_time(b, ctx)
         t_v = cost.decode_step_time(b, ctx, depth + 1)
-        if draft is not None:  # the K proposal steps come before the verify step
-            t_v += depth * draft.decode_step_time(b, ctx)
+        t_draft = draft.decode_step_time(b, ctx)
+        if concurrent:
+            e_tokens = concurrent_tokens_per_step(acceptance_rate, depth, t_v / t_draft)
+        else:  # the K proposal steps come before the verify step
+            t_v += depth * t_draft
+            e_tokens = e_sync
         remaining = max(r.remaining_tokens for r in reqs)
         backlog = load.waiting_time_s + remaining * t_d
         fraction = max(0.0, 1.0 - t_v / (e_tokens * t_d))

@@ -106,15 +106,27 @@ def pair_survivors(
     depth: int,
     method: str,
     settings: SolveSettings | None = None,
+    *,
+    concurrent: bool = True,
+    parallel_load: bool = True,
 ) -> list[tuple[int, int]]:
     """``(recovering worker, survivor)`` pairs for the drafts ready now.
 
     One pairing problem (:func:`lumen.planner.builders.pairing_problem`) over the ``recovering``
     workers and the survivors not in ``taken`` (already assisted by a draft), solved by
     ``method``. Workers that fail together are paired together. Empty when no survivor is free
-    or the solver finds no plan.
+    or the solver finds no plan. ``concurrent`` and ``parallel_load`` are the readings of draft
+    timing and loading the gains assume (:func:`lumen.planner.builders.pairing_problem`).
     """
-    full = pairing_problem(state, cost_model, recovering, acceptance_rate, depth)
+    full = pairing_problem(
+        state,
+        cost_model,
+        recovering,
+        acceptance_rate,
+        depth,
+        concurrent=concurrent,
+        parallel_load=parallel_load,
+    )
     keep = [k for k, s in enumerate(full.survivor_ids.tolist()) if s not in taken]
     if not keep or len(full.recovering_ids) == 0:
         return []

@@ -90,7 +90,8 @@ class ClusterConfig(StrictModel):
     network_gbit_s: float | None = Field(default=None, gt=0.0, le=100_000.0)
     """Per-worker network bandwidth; default: the hardware profile's."""
     ssd_gbyte_s: float | None = Field(default=None, gt=0.0, le=1_000.0)
-    """Per-worker SSD read bandwidth used by model reloads; default: the hardware profile's."""
+    """Read bandwidth of one SSD (a model checkpoint is read from one drive); default: the
+    hardware profile's."""
     host_to_gpu_gbyte_s: float | None = Field(default=None, gt=0.0, le=10_000.0)
     """Host-to-GPU copy bandwidth per GPU; default: the hardware profile's."""
     holder_outside_node: bool = True

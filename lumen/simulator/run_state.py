@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lumen.planner.builders import pairing_problem
-from lumen.planner.costmodel import CostModel
+from lumen.planner.costmodel import CostModel, progressive_timeline
 from lumen.planner.policies import check_policy, pair_survivors
 from lumen.planner.problems import expected_tokens_per_step
 from lumen.planner.result import SolveSettings
@@ -111,17 +111,21 @@ class ClusterRun:
         self.gateway = SimGateway(self.pool)
         self.timeline = cost_model.reload_timeline()
         draft = cost_model.draft_cost_model() if self.spec.progressive else None
-        self.draft_s = cost_model.draft_load_time() if draft is not None else 0.0
-        self.reload_s = self.draft_s + self.timeline.total_s
-        self.assist = (
-            Assist(
+        # A progressive reload: drafts ready, target in host memory, serving again.
+        self.draft_s = self.in_host_s = 0.0
+        self.reload_s = self.timeline.total_s
+        self.assist: Assist | None = None
+        if draft is not None:
+            plan = progressive_timeline(cost_model, parallel=opts.draft_load == "parallel")
+            self.draft_s, self.in_host_s = plan.draft_ready_s, plan.target_in_host_s
+            self.reload_s = plan.serving_s
+            self.assist = Assist(
                 opts.speculation_depth,
                 expected_tokens_per_step(opts.acceptance_rate, opts.speculation_depth),
                 draft,
+                opts.acceptance_rate,
+                concurrent=opts.assist == "concurrent",
             )
-            if draft is not None
-            else None
-        )
         self.interrupted = [False] * self.n
         self.recomputed = 0
         self.restored_tokens = 0
@@ -263,7 +267,7 @@ class ClusterRun:
         for w in failed:
             handles = [s.at(now + reload_s, self.on_reloaded, w, ARRIVAL_PRIORITY)]
             if drafting:
-                in_host = now + self.draft_s + self.timeline.ssd_to_host_s
+                in_host = now + self.in_host_s
                 handles.append(s.at(in_host, self.on_in_host, w))
             self.back[w] = handles
         if drafting:
@@ -321,12 +325,18 @@ class ClusterRun:
             self.pool, self.table, self.cost_model, failed, [], now, opts.workers_per_node
         )
         problem = pairing_problem(
-            state, self.cost_model, failed, opts.acceptance_rate, opts.speculation_depth
+            state,
+            self.cost_model,
+            failed,
+            opts.acceptance_rate,
+            opts.speculation_depth,
+            concurrent=opts.assist == "concurrent",
+            parallel_load=opts.draft_load == "parallel",
         )
         if problem.saved_s.size == 0:
             return False
         best = np.where(np.isfinite(problem.saved_s), problem.saved_s, 0.0).max(axis=1)
-        return float(best.sum()) > self.draft_s * len(failed)
+        return float(best.sum()) > (self.reload_s - self.timeline.total_s) * len(failed)
 
     def on_drafts_ready(self, s: Simulation, ready: list[int]) -> None:
         """The drafts of ``ready`` are loaded: pair those still recovering with survivors."""
@@ -348,6 +358,8 @@ class ClusterRun:
             opts.speculation_depth,
             self.spec.pairing,
             self.settings,
+            concurrent=opts.assist == "concurrent",
+            parallel_load=opts.draft_load == "parallel",
         )
         for w, survivor in pairs:
             self.assisting[w] = survivor

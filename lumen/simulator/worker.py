@@ -17,14 +17,17 @@ token (TTFT = end of that iteration); each later decode iteration emits one more
 decode step of a request with ``d`` tokens already decoded attends to ``prompt + d - 1`` cached
 tokens (the KV of the newest token is written by that step).
 
-Draft assistance (:meth:`SimWorker.assist`): while a recovering worker drafts for this one, a
-decode step may be a verify step: ``K + 1`` query positions per decoding request, preceded by
-the draft's ``K`` proposal steps, and ``E = (1 - a^(K+1)) / (1 - a)`` tokens per request in
-expectation. The worker verifies only when that is expected to emit tokens faster than a plain
-step (``t_verify / E < t_plain``). Decode progress is therefore counted in a real-valued clock
-(:attr:`SimWorker.progress`, tokens per decoding request): a plain step adds 1, a verify step
-``E``; a request finishes once the clock has advanced by its remaining tokens. This is the
-expectation of speculative decoding, not a draw per step: the run stays deterministic.
+Draft assistance (:meth:`SimWorker.set_assist`): while a recovering worker drafts for this one,
+a decode step may be a verify step: ``K + 1`` query positions per decoding request. With a
+concurrent draft (the paper: the survivor never waits) the step costs no more than that and
+yields the tokens the draft's lead allows (:mod:`lumen.planner.speculation`); with a synchronous
+one it is preceded by the draft's ``K`` proposal steps and yields
+``E = (1 - a^(K+1)) / (1 - a)`` tokens per request in expectation. The worker verifies only when
+that is expected to emit tokens faster than a plain step (``t_verify / E < t_plain``). Decode
+progress is therefore counted in a real-valued clock (:attr:`SimWorker.progress`, tokens per
+decoding request): a plain step adds 1, a verify step ``E``; a request finishes once the
+clock has advanced by its remaining tokens. This is the expectation of speculative decoding,
+not a draw per step: the run stays deterministic.
 
 Failures (:meth:`SimWorker.fail`): the iteration in flight is cancelled (a pure-decode run keeps
 the iterations that already ended: their tokens were emitted), every KV reservation is freed
@@ -57,6 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lumen.planner.costmodel import BatchShape, CostModel
+from lumen.planner.speculation import concurrent_tokens_per_step
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.requests import RequestTable
 from lumen.simulator.stream import StreamHistory
@@ -73,16 +77,22 @@ EPS = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class Assist:
-    """A draft model drafting ``depth`` tokens per decoding request for a worker.
+    """A draft model drafting for a worker's decoding requests (lumen.planner.speculation).
 
     Attributes:
-        tokens_per_step: expected tokens per request of one verify step, E.
+        depth: K, the proposals one verify step checks.
+        tokens_per_step: expected tokens per request of a synchronous verify step, E.
         draft: times the draft's proposal steps (on the assisting worker's hardware).
+        acceptance_rate: a, the probability a proposal is accepted.
+        concurrent: the draft runs beside the survivor, which never waits for it (the paper);
+            otherwise the survivor waits for the draft's K proposal steps before verifying.
     """
 
     depth: int
     tokens_per_step: float
     draft: CostModel
+    acceptance_rate: float = 0.6
+    concurrent: bool = True
 
 
 # Hooks the cluster gives workers: a request was admitted (returns whether it is checkpointed
@@ -377,9 +387,12 @@ class SimWorker:
         del ends[keep:]
         self._run_handle = self.sim.at(ends[-1], self._on_run_end, None, ITERATION_PRIORITY)
 
-    def _verify_time(self, shape: BatchShape, assist: Assist) -> float:
-        """An iteration doing ``shape`` with every decode step a verify step: the draft's
-        ``K`` proposal steps, then ``K + 1`` query positions per decoding request."""
+    def _verify_time(self, shape: BatchShape, assist: Assist) -> tuple[float, float]:
+        """An iteration doing ``shape`` with every decode step a verify step (``K + 1`` query
+        positions per decoding request): its duration and the expected tokens per request.
+        Synchronous drafting adds the draft's ``K`` proposal steps before it; a concurrent
+        draft adds nothing and yields what its lead allows
+        (:func:`lumen.planner.speculation.concurrent_tokens_per_step`)."""
         b = shape.decode_seqs
         verify_shape = BatchShape(
             prefill_tokens=shape.prefill_tokens,
@@ -389,8 +402,14 @@ class SimWorker:
             decode_context_tokens=shape.decode_context_tokens,
             decode_query_tokens=b * (assist.depth + 1),
         )
-        draft = assist.depth * assist.draft.decode_step_time(b, int(shape.decode_context_tokens))
-        return draft + self.cost_model.batch_time(verify_shape)
+        verify = self.cost_model.batch_time(verify_shape)
+        draft_step = assist.draft.decode_step_time(b, int(shape.decode_context_tokens))
+        if not assist.concurrent:
+            return assist.depth * draft_step + verify, assist.tokens_per_step
+        tokens = concurrent_tokens_per_step(
+            assist.acceptance_rate, assist.depth, verify / draft_step
+        )
+        return verify, tokens
 
     def _step_time(self, shape: BatchShape) -> tuple[float, float]:
         """Duration and decode clock advance of an iteration doing ``shape`` (a verify step
@@ -400,8 +419,7 @@ class SimWorker:
         b = shape.decode_seqs
         if assist is None or b == 0:
             return plain, 1.0
-        verify = self._verify_time(shape, assist)
-        e = assist.tokens_per_step
+        verify, e = self._verify_time(shape, assist)
         # Verify when the extra time buys more than the plain decode steps it saves.
         decode_only = (
             plain
@@ -447,7 +465,7 @@ class SimWorker:
                 shape = BatchShape(
                     decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b
                 )
-                t += batch_time(shape) if assist is None else self._verify_time(shape, assist)
+                t += batch_time(shape) if assist is None else self._verify_time(shape, assist)[0]
                 ends.append(t)
             self._run_ends = ends
             self._run_decode_only = True

@@ -191,6 +191,10 @@ class CalibratedCostModel:
         """Emulated read and build of the draft (its engine included)."""
         return self._draft_load_s
 
+    def draft_load_timeline(self) -> ReloadTimeline:
+        """The draft's load as one phase (the build is not split from the read)."""
+        return ReloadTimeline(self._draft_load_s, 0.0)
+
     def checkpoint_stream_bytes(self, tokens: int) -> int:
         """Bytes of KV pages streamed to a holder for ``tokens`` tokens."""
         _check(tokens)
@@ -361,6 +365,10 @@ def predict(
         checkpoint_budget_bytes=float(spec.checkpoint_budget_bytes),
         speculation_depth=SPECULATION_DEPTH,
         acceptance_rate=min(max(calibration.acceptance_rate, 0.0), 0.99),
+        # A live restart loads the draft first, then the target; its survivors never wait for
+        # proposals (stale ones are dropped).
+        assist="concurrent",
+        draft_load="serial",
     )
     failures = [] if failure is None else [(max(0.0, failure.at_s - shift), failure.workers)]
     result = simulate(

@@ -17,7 +17,9 @@ from lumen.planner.costmodel.base import (
     CostModel,
     DeploymentCosts,
     NoDraftModelError,
+    ProgressiveTimeline,
     ReloadTimeline,
+    progressive_timeline,
 )
 from lumen.planner.costmodel.deployment import Deployment
 from lumen.planner.costmodel.profiles import (
@@ -57,6 +59,7 @@ __all__ = [
     "HardwareProfile",
     "ModelProfile",
     "NoDraftModelError",
+    "ProgressiveTimeline",
     "ReloadTimeline",
     "RooflineBreakdown",
     "RooflineCostModel",
@@ -68,4 +71,5 @@ __all__ = [
     "draft_compatible",
     "get_hardware_profile",
     "get_model_profile",
+    "progressive_timeline",
 ]

@@ -179,6 +179,22 @@ class ReloadTimeline:
         return self.ssd_to_host_s + self.host_to_gpu_s
 
 
+@dataclass(frozen=True, slots=True)
+class ProgressiveTimeline:
+    """A progressive reload, in seconds from the failure: the draft model serves from
+    ``draft_ready_s`` until the target weights are in host memory (``target_in_host_s``); the
+    worker serves the target from ``serving_s``."""
+
+    draft_ready_s: float
+    target_in_host_s: float
+    serving_s: float
+
+    @property
+    def assist_window_s(self) -> float:
+        """How long the draft can assist a survivor."""
+        return max(0.0, self.target_in_host_s - self.draft_ready_s)
+
+
 @runtime_checkable
 class CostModel(Protocol):
     """Seconds for the work of one worker; all times in seconds, all sizes in bytes."""
@@ -226,6 +242,10 @@ class CostModel(Protocol):
 
     def draft_load_time(self) -> float:
         """Loading the draft model SSD -> host -> GPU; raises NoDraftModelError without one."""
+        ...
+
+    def draft_load_timeline(self) -> ReloadTimeline:
+        """The draft's load in phases (SSD -> host, host -> GPU); NoDraftModelError without one."""
         ...
 
     def checkpoint_stream_bytes(self, tokens: int) -> int:
@@ -302,12 +322,20 @@ class DeploymentCosts:
         Raises:
             NoDraftModelError: the cost model was built without a draft model.
         """
+        return self.draft_load_timeline().total_s
+
+    def draft_load_timeline(self) -> ReloadTimeline:
+        """The draft's load in phases: SSD -> host, then host -> GPU.
+
+        Raises:
+            NoDraftModelError: the cost model was built without a draft model.
+        """
         if self._draft_deployment is None:
             raise NoDraftModelError(
                 f"no draft model configured for {self._deployment.model.name}; "
                 "pass draft= when building the cost model"
             )
-        return _load_timeline(self._draft_deployment).total_s
+        return _load_timeline(self._draft_deployment)
 
     def checkpoint_stream_bytes(self, tokens: int) -> int:
         """Bytes streamed to a holder to checkpoint ``tokens`` tokens of KV."""
@@ -325,3 +353,30 @@ def _load_timeline(deployment: Deployment) -> ReloadTimeline:
         ssd_to_host_s=size / deployment.effective_ssd_bandwidth,
         host_to_gpu_s=size / deployment.worker_host_to_gpu_bandwidth,
     )
+
+
+def progressive_timeline(cost: CostModel, parallel: bool = True) -> ProgressiveTimeline:
+    """When a recovering worker's draft serves and its target arrives (docs/simulator-model.md).
+
+    A checkpoint is read from one drive at the profile's per-drive bandwidth. ``parallel``: the
+    draft and the target are read at the same time, from separate drives when the worker has
+    two or more (neither slows the other), or sharing its one drive equally until the draft is
+    read. Otherwise the draft is loaded first and the target read after it. The draft is copied
+    to the GPUs as soon as it is read; the target follows it once it is in host memory.
+    """
+    target = cost.reload_timeline()
+    draft = cost.draft_load_timeline()
+    if not parallel:
+        ready = draft.total_s
+        in_host = ready + target.ssd_to_host_s
+        return ProgressiveTimeline(ready, in_host, in_host + target.host_to_gpu_s)
+    if cost.deployment.hardware.ssd_drives >= 2:
+        read, in_host = draft.ssd_to_host_s, target.ssd_to_host_s
+    else:  # one drive at half speed each until the draft is read
+        read = 2.0 * draft.ssd_to_host_s
+        if target.ssd_to_host_s <= draft.ssd_to_host_s:
+            in_host = 2.0 * target.ssd_to_host_s
+        else:
+            in_host = target.ssd_to_host_s + draft.ssd_to_host_s
+    ready = read + draft.host_to_gpu_s
+    return ProgressiveTimeline(ready, in_host, max(in_host, ready) + target.host_to_gpu_s)

@@ -24,8 +24,9 @@ def _check_positive(name: str, value: float | None) -> None:
 class Deployment:
     """One worker: a model replica on ``tensor_parallel`` GPUs of one hardware type.
 
-    ``network_bandwidth``, ``ssd_bandwidth`` (per worker) and ``host_to_gpu_bandwidth`` (per GPU,
-    like the hardware field) override the hardware defaults; ``None`` keeps the default.
+    ``network_bandwidth`` (per worker), ``ssd_bandwidth`` (per drive) and
+    ``host_to_gpu_bandwidth`` (per GPU, like the hardware field) override the hardware defaults;
+    ``None`` keeps the default.
     ``activation_reserve_fraction`` of the GPU memory is held back for activations and CUDA graphs
     (vLLM's profiling run finds about 1-2 GB per GPU at 1k-token chunks; 2 % of 80 GiB is 1.7 GB).
     """
@@ -94,7 +95,7 @@ class Deployment:
 
     @property
     def effective_ssd_bandwidth(self) -> float:
-        """Bytes/s a worker reads from its SSD (model weights)."""
+        """Bytes/s a worker reads a model checkpoint from one of its SSDs."""
         return self.hardware.ssd_bandwidth if self.ssd_bandwidth is None else self.ssd_bandwidth
 
     @property

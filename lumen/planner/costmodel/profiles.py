@@ -157,7 +157,9 @@ class HardwareProfile:
     """One GPU type and the default I/O bandwidths of a worker built from it.
 
     ``peak_flops``, ``hbm_bandwidth``, ``host_to_gpu_bandwidth`` and ``nvlink_bandwidth``
-    (unidirectional) are per GPU; ``network_bandwidth`` and ``ssd_bandwidth`` are per worker.
+    (unidirectional) are per GPU; ``network_bandwidth`` is per worker; ``ssd_bandwidth`` is
+    the read bandwidth of one of the worker's ``ssd_drives`` drives (a model checkpoint is
+    read from one drive; a second drive lets a draft load beside the target).
     """
 
     name: str
@@ -168,8 +170,11 @@ class HardwareProfile:
     nvlink_bandwidth: float
     network_bandwidth: float
     ssd_bandwidth: float
+    ssd_drives: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.ssd_drives, bool) or self.ssd_drives < 1:
+            raise ValueError(f"HardwareProfile {self.name!r}: ssd_drives must be >= 1")
         for field in (
             "gpu_memory_bytes",
             "peak_flops",
@@ -261,7 +266,8 @@ HARDWARE_PROFILES: Mapping[str, HardwareProfile] = MappingProxyType(
             ssd_bandwidth=2 * GB,
         ),
         # The paper's testbed GPU: A100 compute and HBM with NVLink cut to 400 GB/s bidirectional,
-        # on nodes with 10 Gb/s Ethernet and SATA SSDs.
+        # on nodes with 10 Gb/s Ethernet and two SATA SSDs (Samsung PM893, 550 MB/s sequential
+        # read each): the target's checkpoint on one, the draft's on the other.
         "A800-80GB": HardwareProfile(
             name="A800-80GB",
             gpu_memory_bytes=80 * GiB,
@@ -270,7 +276,8 @@ HARDWARE_PROFILES: Mapping[str, HardwareProfile] = MappingProxyType(
             host_to_gpu_bandwidth=26 * GB,
             nvlink_bandwidth=200 * GB,
             network_bandwidth=1.25 * GB,
-            ssd_bandwidth=0.5 * GB,
+            ssd_bandwidth=0.55 * GB,
+            ssd_drives=2,
         ),
         "H100-80GB": HardwareProfile(  # SXM5
             name="H100-80GB",
