@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/lumen demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check lumen tests benchmarks
-	$(BIN)/ruff format --check lumen tests benchmarks
+	$(BIN)/ruff check lumen tests benchmarks scripts
+	$(BIN)/ruff format --check lumen tests benchmarks scripts
 	$(BIN)/python -m lumen.proto.generate --check
 
 typecheck: $(STAMP)

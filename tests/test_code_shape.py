@@ -60,7 +60,7 @@ def cited_documents(root: Path = ROOT.parent) -> tuple[list[str], list[str]]:
     citations of documents outside the repository, as ``path:line doc``."""
     missing: list[str] = []
     outside: list[str] = []
-    for folder in ("lumen", "tests", "benchmarks"):
+    for folder in ("lumen", "tests", "benchmarks", "scripts"):
         for path in sorted((root / folder).rglob("*")):
             if path.suffix not in {".py", ".proto", ".yaml"} or not path.is_file():
                 continue

@@ -31,7 +31,10 @@ from lumen.workload import (
     LengthDistribution,
     LogNormalLength,
     Trace,
+    TraceFormatError,
     UniformLength,
+    detect_trace_format,
+    load_lengths,
     load_trace,
     resolve_trace_path,
     synthesize_trace,
@@ -84,11 +87,33 @@ def load_scenario(ref: str | Path) -> LoadedScenario:
     loaded = LoadedScenario(load_scenario_file(path), path)
     for field, file_ref in _file_refs(loaded.scenario):
         loaded.trace_file(file_ref, field)
+    _check_replayable(loaded)
     try:
         loaded.deployment  # noqa: B018 - builds and caches; raises when the model does not fit
     except ValueError as exc:
         raise ScenarioError(str(path), [f"cluster: {exc}"]) from None
     return loaded
+
+
+def _check_replayable(loaded: LoadedScenario) -> None:
+    """A replayed trace needs arrival times, which a lengths table (``@sharegpt-v3``) lacks."""
+    spec = loaded.scenario.workload.trace
+    if spec is None or spec.format != "auto":
+        return  # an explicit format is checked when the file is read
+    field = "workload.trace.file"
+    try:
+        fmt = detect_trace_format(loaded.trace_file(spec.file, field))
+    except TraceFormatError:
+        return  # reported with the rest of the file's problems when it is read
+    if fmt == "lengths":
+        raise ScenarioError(
+            str(loaded.source),
+            [
+                f"{field}: {spec.file} is a lengths table with no arrival times, so it cannot "
+                "be replayed; use workload.synthetic with prompt_tokens and output_tokens "
+                f'{{distribution: trace, file: "{spec.file}"}} and an arrival rate'
+            ],
+        )
 
 
 def _file_refs(s: Scenario) -> list[tuple[str, str]]:
@@ -218,8 +243,12 @@ def _length(loaded: LoadedScenario, spec: LengthSpec, name: str) -> LengthDistri
         )
     assert spec.file is not None
     field = f"workload.synthetic.{name}.file"
-    trace = _load(loaded.trace_file(spec.file, field), spec.format, field, loaded)
-    column = trace.prompt_tokens if name == "prompt_tokens" else trace.output_tokens
+    path = loaded.trace_file(spec.file, field)
+    try:
+        table = load_lengths(path, format=spec.format)
+    except ValueError as exc:
+        raise ScenarioError(str(loaded.source), [f"{field}: {exc}"]) from None
+    column = table.prompt_tokens if name == "prompt_tokens" else table.output_tokens
     return EmpiricalLength(column)
 
 

@@ -149,7 +149,7 @@ class LengthSpec(StrictModel):
 
     ``constant`` needs ``value``; ``uniform`` needs ``low`` and ``high``; ``lognormal`` needs
     ``mean`` and ``cv`` (clipped to [``low``, ``high``] when given); ``trace`` resamples the
-    matching column (prompt or output lengths) of the trace ``file``.
+    matching column (prompt or output lengths) of the trace or lengths table ``file``.
     """
 
     distribution: Literal["constant", "uniform", "lognormal", "trace"]
@@ -159,9 +159,10 @@ class LengthSpec(StrictModel):
     mean: float | None = Field(default=None, ge=1.0, le=1_048_576.0)
     cv: float | None = Field(default=None, gt=0.0, le=100.0)
     file: FileRef | None = None
-    """Trace file for ``distribution: trace``: a path (relative to the scenario file) or
-    ``@name`` of a bundled trace."""
-    format: Literal["auto", "azure", "mooncake", "burstgpt"] = "auto"
+    """Trace file or lengths table for ``distribution: trace``: a path (relative to the scenario
+    file) or ``@name`` of a bundled one (``@azure-conv-2023``, ``@mooncake-synthetic``,
+    ``@sharegpt-v3``)."""
+    format: Literal["auto", "azure", "mooncake", "burstgpt", "lengths"] = "auto"
 
     @model_validator(mode="after")
     def _check_params(self) -> Self:
@@ -219,7 +220,8 @@ class TraceWorkload(_RateMixin):
 
     file: FileRef
     """A path (relative to the scenario file) or ``@name`` of a bundled trace
-    (``@azure-conv-2023``, ``@mooncake-synthetic``)."""
+    (``@azure-conv-2023``, ``@mooncake-synthetic``). A lengths table such as ``@sharegpt-v3``
+    has no arrival times and cannot be replayed; it serves only as a `LengthSpec` file."""
     format: Literal["auto", "azure", "mooncake", "burstgpt"] = "auto"
     repeat: bool = False
     """Replay the trace back to back when more requests are asked for than it holds."""

@@ -2,11 +2,15 @@
 
 A trace is what the simulator and the benchmarks replay: one arrival time, prompt length and
 output length per request, plus (Mooncake only) the prefix-block ids that tell which requests
-can share KV cache. Three formats are read:
+can share KV cache. Three trace formats are read:
 
 * Azure LLM inference trace 2023 (CSV: ``TIMESTAMP,ContextTokens,GeneratedTokens``),
 * Mooncake FAST'25 traces (JSON lines with ``timestamp`` in ms and ``hash_ids``),
 * BurstGPT (CSV: ``Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type``).
+
+A fourth format, the *lengths table* (CSV with ``PromptTokens,OutputTokens`` columns, such as
+the bundled ShareGPT V3 table), has no arrival times: it is loaded as a `LengthTable` by
+`load_lengths_csv` and can only feed a length distribution; `load_trace` refuses it.
 
 Every loader reports a malformed file as `TraceFormatError` naming the file, the 1-based line
 and what was expected, so a bad row in a million-line trace can be found with an editor.
@@ -19,7 +23,8 @@ Zero-length requests, per format:
 * Azure and Mooncake rows with 0 output tokens are kept as 1 output token, since a served
   request always emits at least the token produced by prefill (the bundled files have none);
 * BurstGPT marks failed requests with ``Response tokens == 0``; they are dropped unless
-  ``include_failed=True``, which keeps them as 1 output token (they still cost a prefill).
+  ``include_failed=True``, which keeps them as 1 output token (they still cost a prefill);
+* lengths tables follow Azure: 0 output tokens are kept as 1.
 """
 
 import csv
@@ -27,12 +32,14 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TextIO, TypeGuard
 
 import numpy as np
+import numpy.typing as npt
 
 from lumen.data import traces_dir
 from lumen.workload.trace import Trace
@@ -41,30 +48,49 @@ __all__ = [
     "AZURE_COLUMNS",
     "BUNDLED_TRACES",
     "BURSTGPT_COLUMNS",
+    "LENGTHS_COLUMNS",
     "MOONCAKE_BLOCK_TOKENS",
     "MOONCAKE_KEYS",
+    "FileFormat",
+    "LengthTable",
     "Trace",
     "TraceFormat",
     "TraceFormatError",
     "detect_trace_format",
     "load_azure_csv",
     "load_burstgpt_csv",
+    "load_lengths",
+    "load_lengths_csv",
     "load_mooncake_jsonl",
     "load_trace",
     "resolve_trace_path",
 ]
 
+#: Formats with arrival times, which `load_trace` replays.
 TraceFormat = Literal["azure", "mooncake", "burstgpt"]
+#: Every format `detect_trace_format` tells apart: the trace formats and the lengths table.
+FileFormat = Literal["azure", "mooncake", "burstgpt", "lengths"]
 
 AZURE_COLUMNS: tuple[str, ...] = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 #: Columns the BurstGPT loader reads; the real files also carry ``Total tokens`` and
 #: ``Log Type``, which are not needed (total = request + response).
 BURSTGPT_COLUMNS: tuple[str, ...] = ("Timestamp", "Model", "Request tokens", "Response tokens")
 MOONCAKE_KEYS: tuple[str, ...] = ("timestamp", "input_length", "output_length", "hash_ids")
+#: Columns the lengths-table loader reads; the bundled ShareGPT table also carries
+#: ``PromptChars`` and ``OutputChars`` (the characters the token counts were derived from).
+LENGTHS_COLUMNS: tuple[str, ...] = ("PromptTokens", "OutputTokens")
 #: Prompt tokens covered by one Mooncake ``hash_ids`` entry.
 MOONCAKE_BLOCK_TOKENS = 512
 
 _BURSTGPT_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
+_LENGTHS_HEADER = "PromptChars,OutputChars,PromptTokens,OutputTokens"
+
+#: vLLM's serving benchmark keeps a ShareGPT pair only when prompt and output have at least
+#: this many tokens, the prompt at most `VLLM_MAX_PROMPT` and both together at most
+#: `VLLM_MAX_TOTAL` (see `load_lengths_csv`'s ``vllm_filter``).
+VLLM_MIN_TOKENS = 4
+VLLM_MAX_PROMPT = 1024
+VLLM_MAX_TOTAL = 2048
 
 
 class TraceFormatError(ValueError):
@@ -90,9 +116,21 @@ class TraceFormatError(ValueError):
 
 
 def load_trace(path: Path | str, format: Literal["auto"] | TraceFormat = "auto") -> Trace:
-    """Load a trace file, detecting its format with `detect_trace_format` unless given."""
+    """Load a trace file, detecting its format with `detect_trace_format` unless given.
+
+    A lengths table (no arrival times) is a `TraceFormatError`: load it with
+    `load_lengths_csv`, or `load_lengths` for the length columns of any format.
+    """
     path = Path(path)
     fmt = detect_trace_format(path) if format == "auto" else format
+    if fmt == "lengths":
+        raise TraceFormatError(
+            path,
+            None,
+            "a lengths table (PromptTokens,OutputTokens; no arrival times) cannot be replayed "
+            "as a trace; use it as a length distribution instead, e.g. in a scenario "
+            "workload.synthetic.prompt_tokens: {distribution: trace, file: ...}",
+        )
     if fmt == "azure":
         return load_azure_csv(path)
     if fmt == "mooncake":
@@ -102,11 +140,11 @@ def load_trace(path: Path | str, format: Literal["auto"] | TraceFormat = "auto")
     raise ValueError(f"unknown trace format {format!r}; expected auto, azure, mooncake or burstgpt")
 
 
-def detect_trace_format(path: Path | str) -> TraceFormat:
+def detect_trace_format(path: Path | str) -> FileFormat:
     """Tell a trace's format from its extension and first line.
 
     ``.jsonl``/``.json`` files, or any file whose first non-blank line starts with ``{``, are
-    Mooncake; CSV files are told apart by their header.
+    Mooncake; CSV files are told apart by their header (``lengths`` for a lengths table).
     """
     path = Path(path)
     if path.suffix.lower() in (".jsonl", ".json"):
@@ -122,12 +160,14 @@ def detect_trace_format(path: Path | str) -> TraceFormat:
                 return "azure"
             if header.issuperset(BURSTGPT_COLUMNS):
                 return "burstgpt"
+            if header.issuperset(LENGTHS_COLUMNS):
+                return "lengths"
             raise TraceFormatError(
                 path,
                 line_no,
                 f"cannot tell the trace format from header {line.strip()!r}; expected an Azure "
-                f"header ({','.join(AZURE_COLUMNS)}), a BurstGPT header ({_BURSTGPT_HEADER}) "
-                "or Mooncake JSON lines",
+                f"header ({','.join(AZURE_COLUMNS)}), a BurstGPT header ({_BURSTGPT_HEADER}), "
+                f"a lengths-table header ({','.join(LENGTHS_COLUMNS)}) or Mooncake JSON lines",
             )
     raise TraceFormatError(path, None, "file is empty; cannot tell the trace format")
 
@@ -295,14 +335,110 @@ def load_burstgpt_csv(
 
 
 # --------------------------------------------------------------------------------------------
+# Lengths tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class LengthTable:
+    """Prompt and output lengths of requests, without arrival times.
+
+    Row ``i`` of both arrays is one request, so the pairing of a prompt and its output is kept
+    (a length distribution may still resample the columns independently). The arrays are
+    read-only int64 copies, each value >= 1; equality is identity, as for `Trace`.
+    """
+
+    prompt_tokens: npt.NDArray[np.int64]
+    output_tokens: npt.NDArray[np.int64]
+    source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        columns = {}
+        for name in ("prompt_tokens", "output_tokens"):
+            values = np.array(getattr(self, name), dtype=np.int64)  # a copy
+            if values.ndim != 1 or values.size == 0:
+                raise ValueError(f"{name} must be a non-empty 1-D array, got shape {values.shape}")
+            if values.min() < 1:
+                raise ValueError(f"{name} must be >= 1, got {values.min()}")
+            values.setflags(write=False)
+            columns[name] = values
+        if columns["prompt_tokens"].size != columns["output_tokens"].size:
+            raise ValueError(
+                f"arrays differ in length: prompt_tokens {columns['prompt_tokens'].size}, "
+                f"output_tokens {columns['output_tokens'].size}"
+            )
+        for name, values in columns.items():
+            object.__setattr__(self, name, values)
+
+    def __len__(self) -> int:
+        return int(self.prompt_tokens.shape[0])
+
+
+def load_lengths_csv(path: Path | str, vllm_filter: bool = False) -> LengthTable:
+    """Load a lengths table: a CSV with ``PromptTokens`` and ``OutputTokens`` columns.
+
+    Other columns (the bundled ShareGPT table's ``PromptChars`` and ``OutputChars``) are
+    ignored. Rows have no order. A prompt of 0 tokens is an error; 0 output tokens count as 1.
+
+    Args:
+        path: the CSV file.
+        vllm_filter: keep only the rows vLLM's serving benchmark keeps from ShareGPT: prompt
+            and output of at least 4 tokens, a prompt of at most 1,024 and prompt + output of
+            at most 2,048 tokens (applied to the token counts of the file, before a 0 output
+            becomes 1). Off by default: every row is kept.
+    """
+    path = Path(path)
+    prompt: list[int] = []
+    output: list[int] = []
+    with _open_text(path) as f:
+        for line, row, col in _csv_rows(path, f, LENGTHS_COLUMNS, _LENGTHS_HEADER):
+            p = _prompt_count(path, line, "PromptTokens", row[col["PromptTokens"]])
+            o = _count(path, line, "OutputTokens", row[col["OutputTokens"]])
+            if vllm_filter and not _vllm_keeps(p, o):
+                continue
+            prompt.append(p)
+            output.append(max(1, o))
+    if not prompt:
+        raise TraceFormatError(path, None, "no rows left after vLLM's benchmark filter")
+    source = f"{path} [vllm_filter]" if vllm_filter else str(path)
+    return LengthTable(
+        prompt_tokens=np.array(prompt, dtype=np.int64),
+        output_tokens=np.array(output, dtype=np.int64),
+        source=source,
+    )
+
+
+def load_lengths(path: Path | str, format: Literal["auto"] | FileFormat = "auto") -> LengthTable:
+    """The prompt and output lengths of any supported file: a lengths table as it is, a trace
+    without its arrival times (and Mooncake hash ids)."""
+    path = Path(path)
+    fmt = detect_trace_format(path) if format == "auto" else format
+    if fmt == "lengths":
+        return load_lengths_csv(path)
+    trace = load_trace(path, format=fmt)
+    return LengthTable(trace.prompt_tokens, trace.output_tokens, trace.source)
+
+
+def _vllm_keeps(prompt: int, output: int) -> bool:
+    return (
+        prompt >= VLLM_MIN_TOKENS
+        and output >= VLLM_MIN_TOKENS
+        and prompt <= VLLM_MAX_PROMPT
+        and prompt + output <= VLLM_MAX_TOTAL
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # Bundled traces
 # --------------------------------------------------------------------------------------------
 
 #: Traces shipped in ``lumen/data/traces`` (see NOTICE.md there), by the name used after '@'.
+#: ``sharegpt-v3`` is a lengths table (no arrival times), usable only as a length distribution.
 BUNDLED_TRACES: Mapping[str, Path] = MappingProxyType(
     {
         "azure-conv-2023": traces_dir() / "azure_llm_2023_conv.csv",
         "mooncake-synthetic": traces_dir() / "mooncake_fast25_synthetic_trace.jsonl",
+        "sharegpt-v3": traces_dir() / "sharegpt_v3_lengths.csv",
     }
 )
 
