@@ -108,7 +108,7 @@ class ClusterRun:
         )
         self.placer = self._make_placer()
         self.pool = self._make_pool(max_batch_size, prefill_chunk_tokens, kv_capacity_tokens)
-        self.gateway = SimGateway(self.pool)
+        self.gateway = SimGateway(self.pool, opts.gateway)
         self.timeline = cost_model.reload_timeline()
         draft = cost_model.draft_cost_model() if self.spec.progressive else None
         self.draft_s = cost_model.draft_load_time() if draft is not None else 0.0
