@@ -115,7 +115,8 @@ def test_failure_while_reloading_restarts_the_reload(cost_model: RooflineCostMod
 def test_drafts_pair_with_a_survivor_until_in_host(cost_model: RooflineCostModel) -> None:
     run = _running(cost_model, 2, policy="lumen-progressive")
     run.on_failure(run.sim, [1])
-    assert run.drafts_loaded == 1 and len(run.back[1]) == 3  # reload, in host, drafts ready
+    assert run.drafts_loaded == 1 and len(run.back[1]) == 2  # reload, in host
+    assert run.drafts_due[1][1] == [1]
     run.on_drafts_ready(run.sim, [1])
     assert run.assisting == {1: 0} and run.pool[0].assist is run.assist
     run.on_in_host(run.sim, 1)
@@ -179,3 +180,23 @@ def test_bad_arguments_are_refused(
 ) -> None:
     with pytest.raises(ValueError):
         ClusterRun(_four_requests(), cost_model, workers, failures=failures, policy=policy)
+
+
+def test_a_worker_failing_again_keeps_its_group_drafts(cost_model: RooflineCostModel) -> None:
+    # Workers 1 and 2 fail together and share one drafts-ready event; 1 fails again while its
+    # draft loads. Only 1's pairing moves to its new draft: 2 is still paired when its own
+    # draft is ready, and 1 once its new one is.
+    run = _running(cost_model, 4, policy="lumen")
+    run.on_failure(run.sim, [1, 2])
+    first_ready = 1.0 + run.draft_s
+    run.sim.run(until=1.0 + run.draft_s / 2)
+    refail = run.sim.now
+    run.on_failure(run.sim, [1])
+    run.sim.run(until=first_ready)
+    assert list(run.assisting) == [2] and run.pool[run.assisting[2]].assist is run.assist
+    run.sim.run(until=refail + run.draft_s)
+    assert sorted(run.assisting) == [1, 2]
+    assert len(set(run.assisting.values())) == 2  # two different survivors
+    assert run.drafts_loaded == 3
+    run.sim.run()
+    assert run.assisting == {} and np.all(np.isfinite(run.table.finish_s))

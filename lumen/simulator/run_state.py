@@ -4,7 +4,8 @@
 models is described there. The class holds what the run's handlers share: the workers
 (``pool``), the request table, the checkpoint placer, the gateway, the workers that are down
 with their pending timeline events (``back``) and the requests waiting for them
-(``waiting_for``), the draft pairings (``assisting``) and the counters the result reports.
+(``waiting_for``), the drafts still loading (``drafts_due``), the draft pairings
+(``assisting``) and the counters the result reports.
 
 Construction builds the workers, the placer and the gateway and schedules nothing;
 :meth:`ClusterRun.start` schedules the first arrival and the failures, :meth:`ClusterRun.run`
@@ -108,7 +109,7 @@ class ClusterRun:
         )
         self.placer = self._make_placer()
         self.pool = self._make_pool(max_batch_size, prefill_chunk_tokens, kv_capacity_tokens)
-        self.gateway = SimGateway(self.pool)
+        self.gateway = SimGateway(self.pool, opts.gateway)
         self.timeline = cost_model.reload_timeline()
         draft = cost_model.draft_cost_model() if self.spec.progressive else None
         # A progressive reload: drafts ready, target in host memory, serving again.
@@ -133,6 +134,10 @@ class ClusterRun:
         # Per worker that is down: its timeline events and the requests that wait for it
         # (request id, restored tokens, restore delay).
         self.back: dict[int, list[EventHandle]] = {}
+        # Per worker whose draft is loading: the drafts-ready event it shares with the workers
+        # that failed with it, and that event's list of them (a worker that fails again leaves
+        # the list; the event is cancelled only once the list is empty).
+        self.drafts_due: dict[int, tuple[EventHandle, list[int]]] = {}
         self.waiting_for: dict[int, list[tuple[int, int, float]]] = {}
         self.assisting: dict[int, int] = {}  # recovering worker -> the survivor it drafts for
         self.drafts_loaded = 0
@@ -236,6 +241,7 @@ class ClusterRun:
             if w in self.back:  # failed again while reloading: restart the reload
                 for handle in self.back.pop(w):
                     s.cancel(handle)
+                self._leave_drafts(s, w)
                 self.stop_assist(w)
                 for rid, _, _ in self.waiting_for.pop(w, []):
                     lost.append(Interrupted(rid, w, table.generated(rid)))
@@ -271,10 +277,22 @@ class ClusterRun:
                 handles.append(s.at(in_host, self.on_in_host, w))
             self.back[w] = handles
         if drafting:
-            drafts_ready = s.at(now + self.draft_s, self.on_drafts_ready, list(failed))
+            group = list(failed)
+            drafts_ready = s.at(now + self.draft_s, self.on_drafts_ready, group)
             for w in failed:
-                self.back[w].append(drafts_ready)
+                self.drafts_due[w] = (drafts_ready, group)
             self.drafts_loaded += len(failed)
+
+    def _leave_drafts(self, s: Simulation, w: int) -> None:
+        """Worker ``w`` failed again: take it out of its pending drafts-ready event, which
+        stays scheduled for the workers that failed with it (cancelled once none is left)."""
+        due = self.drafts_due.pop(w, None)
+        if due is None:
+            return
+        handle, group = due
+        group.remove(w)
+        if not group:
+            s.cancel(handle)
 
     def _route(
         self,
@@ -341,6 +359,8 @@ class ClusterRun:
     def on_drafts_ready(self, s: Simulation, ready: list[int]) -> None:
         """The drafts of ``ready`` are loaded: pair those still recovering with survivors."""
         assert self.assist is not None and self.spec.pairing is not None
+        for w in ready:
+            self.drafts_due.pop(w, None)
         rec = [w for w in ready if w in self.back and w not in self.assisting]
         if not rec:
             return
