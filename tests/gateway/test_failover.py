@@ -7,6 +7,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -93,8 +94,24 @@ def rig(cost: CostModel) -> Iterator[Rig]:
         r.history.extend((7,) * 10, 10)
         board.attach(r, home)
         requests.append(r)
-    fakes = make_fakes(len(WORKERS))
-    config = GatewayConfig(health=FAST, max_resumes=2)
+    host = FakeHost(board, cost, requests, alive=set(WORKERS))
+    with failover_on(
+        host, GatewayConfig(health=FAST, max_resumes=2), RecoveryPlanner(cost, "greedy")
+    ) as (
+        failover,
+        monitor,
+        metrics,
+    ):
+        yield Rig(failover, host, board, monitor, metrics, requests)
+
+
+@contextmanager
+def failover_on(
+    host: FakeHost, config: GatewayConfig, recovery: RecoveryPlanner
+) -> Iterator[tuple[Failover, HealthMonitor, GatewayMetrics]]:
+    """A failover over ``host``'s board with fake workers, a health monitor and metrics,
+    closed on exit."""
+    fakes = make_fakes(len(host.board.ids))
     monitor = HealthMonitor(
         fakes,
         config.health,
@@ -104,20 +121,24 @@ def rig(cost: CostModel) -> Iterator[Rig]:
         on_return=lambda w, s: None,
     )
     metrics = GatewayMetrics()
-    host = FakeHost(board, cost, requests, alive=set(WORKERS))
-    failover = Failover(
-        host,
-        config=config,
-        board=board,
-        monitor=monitor,
-        placer=HolderPlacer(None, board, cost),
-        recovery=RecoveryPlanner(cost, "greedy"),
-        metrics=metrics,
-    )
-    yield Rig(failover, host, board, monitor, metrics, requests)
-    metrics.close()
-    for f in fakes:
-        f.close()
+    try:
+        yield (
+            Failover(
+                host,
+                config=config,
+                board=host.board,
+                monitor=monitor,
+                placer=HolderPlacer(None, host.board, host.cost),
+                recovery=recovery,
+                metrics=metrics,
+            ),
+            monitor,
+            metrics,
+        )
+    finally:
+        metrics.close()
+        for f in fakes:
+            f.close()
 
 
 def _count(metrics: GatewayMetrics, name: str, **labels: str) -> float:

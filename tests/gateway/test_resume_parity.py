@@ -17,11 +17,8 @@ import pytest
 from sim_traces import make_trace
 
 from lumen.executor.gateway import GatewayConfig
-from lumen.executor.gateway.dispatch import HolderPlacer, WorkerBoard
-from lumen.executor.gateway.failover import Failover
-from lumen.executor.gateway.health import HealthMonitor
+from lumen.executor.gateway.dispatch import WorkerBoard
 from lumen.executor.gateway.history import TrackedRequest
-from lumen.executor.gateway.metrics import GatewayMetrics
 from lumen.executor.gateway.recovery import RecoveryPlanner, snapshot
 from lumen.executor.worker.api import WorkerStatus
 from lumen.planner.builders import recovery_problem
@@ -36,8 +33,7 @@ from lumen.simulator.recovery import Interrupted
 from lumen.simulator.run_state import ClusterRun
 
 from .conftest import FAST
-from .fakes import make_fakes
-from .test_failover import FakeHost
+from .test_failover import FakeHost, failover_on
 
 FAILED, HOLDER = 0, 1
 RELOAD_S = 60.0
@@ -116,32 +112,8 @@ class FixedPlanner(RecoveryPlanner):
 def run_gateway(cost: CostModel, decision: RecoveryDecision) -> dict[int, Executed]:
     board, requests, _ = gateway_state(cost)
     host = FakeHost(board, cost, requests, alive={1, 2})
-    fakes = make_fakes(3)
-    config = GatewayConfig(health=FAST)
-    monitor = HealthMonitor(
-        fakes,
-        config.health,
-        busy=lambda w: True,
-        on_status=lambda w, s: None,
-        on_failure=lambda w, reason: None,
-        on_return=lambda w, s: None,
-    )
-    metrics = GatewayMetrics()
-    try:
-        failover = Failover(
-            host,
-            config=config,
-            board=board,
-            monitor=monitor,
-            placer=HolderPlacer(None, board, cost),
-            recovery=FixedPlanner(cost, decision),
-            metrics=metrics,
-        )
-        failover.stream_failed(requests[0], 0, FAILED, "connection reset")
-    finally:
-        metrics.close()
-        for f in fakes:
-            f.close()
+    with failover_on(host, GatewayConfig(health=FAST), FixedPlanner(cost, decision)) as (f, _, _):
+        f.stream_failed(requests[0], 0, FAILED, "connection reset")
     out: dict[int, Executed] = {}
     for p in host.pended:
         assert p.target is not None
