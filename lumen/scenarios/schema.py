@@ -336,6 +336,12 @@ class SpeculationConfig(StrictModel):
     """Probability that the target accepts a draft token (a)."""
 
 
+#: Draft timing, draft loading and gateway routing readings (values of :class:`ReadingsConfig`).
+AssistTiming = Literal["concurrent", "synchronous"]
+DraftLoad = Literal["parallel", "serial"]
+GatewayRule = Literal["least-waiting", "least-requests", "round-robin"]
+
+
 class ReadingsConfig(StrictModel):
     """How the simulator reads what the paper leaves open (docs/simulator-model.md, readings).
 
@@ -343,14 +349,14 @@ class ReadingsConfig(StrictModel):
     and testbed, and `lumen reproduce` reports every alternative.
     """
 
-    assist: Literal["concurrent", "synchronous"] = "concurrent"
+    assist: AssistTiming = "concurrent"
     """Draft timing: the recovering worker drafts while the survivor keeps stepping, which
     verifies the drafts that are ready and never waits (concurrent, the paper), or the survivor
     waits for the draft's K proposal steps before each verify step (synchronous)."""
-    draft_load: Literal["parallel", "serial"] = "parallel"
+    draft_load: DraftLoad = "parallel"
     """The draft and the target weights are read from separate drives at the same time
     (parallel, the testbed's two SSDs per node), or the draft first (serial)."""
-    gateway: Literal["least-waiting", "least-requests", "round-robin"] = "least-waiting"
+    gateway: GatewayRule = "least-waiting"
     """How the gateway routes new requests (the paper does not say)."""
 
 

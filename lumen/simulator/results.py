@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
 
+from lumen.scenarios.schema import AssistTiming, DraftLoad, GatewayRule
 from lumen.simulator.metrics import Distribution
 
 __all__ = ["ClusterOptions", "SimulationResult", "SimulationSummary"]
@@ -90,9 +92,9 @@ class SimulationResult:
 
 
 #: Readings of the paper the simulator supports (the scenario's ``readings`` block).
-ASSIST_TIMINGS = ("concurrent", "synchronous")
-DRAFT_LOADS = ("parallel", "serial")
-GATEWAY_RULES = ("least-waiting", "least-requests", "round-robin")
+ASSIST_TIMINGS: tuple[str, ...] = get_args(AssistTiming)
+DRAFT_LOADS: tuple[str, ...] = get_args(DraftLoad)
+GATEWAY_RULES: tuple[str, ...] = get_args(GatewayRule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,16 @@ class ClusterOptions:
     assist: str = "concurrent"
     draft_load: str = "parallel"
     gateway: str = "least-waiting"
+
+    @property
+    def concurrent_drafts(self) -> bool:
+        """The survivor never waits for the draft (``assist == "concurrent"``)."""
+        return self.assist == "concurrent"
+
+    @property
+    def parallel_draft_load(self) -> bool:
+        """Draft and target are read at once (``draft_load == "parallel"``)."""
+        return self.draft_load == "parallel"
 
     def __post_init__(self) -> None:
         if self.workers_per_node < 1:

@@ -117,7 +117,7 @@ class ClusterRun:
         self.reload_s = self.timeline.total_s
         self.assist: Assist | None = None
         if draft is not None:
-            plan = progressive_timeline(cost_model, parallel=opts.draft_load == "parallel")
+            plan = progressive_timeline(cost_model, parallel=opts.parallel_draft_load)
             self.draft_s, self.in_host_s = plan.draft_ready_s, plan.target_in_host_s
             self.reload_s = plan.serving_s
             self.assist = Assist(
@@ -125,7 +125,7 @@ class ClusterRun:
                 expected_tokens_per_step(opts.acceptance_rate, opts.speculation_depth),
                 draft,
                 opts.acceptance_rate,
-                concurrent=opts.assist == "concurrent",
+                concurrent=opts.concurrent_drafts,
             )
         self.interrupted = [False] * self.n
         self.recomputed = 0
@@ -348,8 +348,8 @@ class ClusterRun:
             failed,
             opts.acceptance_rate,
             opts.speculation_depth,
-            concurrent=opts.assist == "concurrent",
-            parallel_load=opts.draft_load == "parallel",
+            concurrent=opts.concurrent_drafts,
+            parallel_load=opts.parallel_draft_load,
         )
         if problem.saved_s.size == 0:
             return False
@@ -378,8 +378,8 @@ class ClusterRun:
             opts.speculation_depth,
             self.spec.pairing,
             self.settings,
-            concurrent=opts.assist == "concurrent",
-            parallel_load=opts.draft_load == "parallel",
+            concurrent=opts.concurrent_drafts,
+            parallel_load=opts.parallel_draft_load,
         )
         for w, survivor in pairs:
             self.assisting[w] = survivor
