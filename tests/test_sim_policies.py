@@ -180,3 +180,32 @@ def test_draft_assistance_speeds_up_the_paired_survivor(cost_model: RooflineCost
     # The draft load delays the target: the interrupted request waits longer in the
     # no-survivor-room-free case only; here it went to worker 0 either way.
     assert prog.worker[1] == base.worker[1]
+
+
+def test_alternate_assisted_batches_verify_where_mixed_ones_do_not(
+    cost_model: RooflineCostModel,
+) -> None:
+    """readings.assisted_batches: a survivor decoding a batch while long prompts keep arriving.
+    In mixed iterations the K + 1 verify positions ride on every 1,024-token prompt chunk and
+    do not pay; with prompt chunks and verify steps taking turns they do. Every token is
+    still served, and a worker without a draft schedules the same either way."""
+    rng = np.random.default_rng(3)
+    arrivals = [0.0] * 16 + np.sort(rng.uniform(1.0, 40.0, 200)).tolist()
+    prompts = [200] * 16 + [3000] * 200
+    outputs = [2000] * 16 + [20] * 200
+    trace = make_trace(arrivals, prompts, outputs)
+    results = {}
+    for batches in ("mixed", "alternate"):
+        opts = ClusterOptions(acceptance_rate=0.6, assisted_batches=batches)
+        results[batches] = simulate(
+            trace, cost_model, 2, failures=[(0.5, [1])], policy="lumen-progressive", options=opts
+        )
+        _conserved(results[batches], trace)
+        plain = simulate(trace, cost_model, 2, failures=[(0.5, [1])], options=opts)
+        assert plain.verify_steps == 0
+        if batches == "alternate":  # no draft: the reading changes nothing
+            mixed_plain = simulate(trace, cost_model, 2, failures=[(0.5, [1])])
+            assert np.array_equal(plain.ttft_s, mixed_plain.ttft_s)
+    assert results["mixed"].verify_steps == 0 < results["alternate"].verify_steps
+    with pytest.raises(ValueError, match="assisted_batches must be one of mixed, alternate"):
+        ClusterOptions(assisted_batches="interleaved")

@@ -340,6 +340,7 @@ class SpeculationConfig(StrictModel):
 AssistTiming = Literal["concurrent", "synchronous"]
 DraftLoad = Literal["parallel", "serial"]
 GatewayRule = Literal["least-waiting", "least-requests", "round-robin"]
+AssistedBatches = Literal["mixed", "alternate"]
 
 
 class ReadingsConfig(StrictModel):
@@ -356,6 +357,11 @@ class ReadingsConfig(StrictModel):
     draft_load: DraftLoad = "parallel"
     """The draft and the target weights are read from separate drives at the same time
     (parallel, the testbed's two SSDs per node), or the draft first (serial)."""
+    assisted_batches: AssistedBatches = "mixed"
+    """How an assisted survivor schedules: Sarathi-style mixed iterations of prompt chunks and
+    verify steps (mixed, the scheduler the paper names), or prompt chunks and verify steps in
+    separate iterations, taking turns (alternate); the paper does not say which its prototype
+    ran during assistance."""
     gateway: GatewayRule = "least-waiting"
     """How the gateway routes new requests (the paper does not say)."""
 

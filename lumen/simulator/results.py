@@ -10,7 +10,7 @@ from typing import get_args
 import numpy as np
 import numpy.typing as npt
 
-from lumen.scenarios.schema import AssistTiming, DraftLoad, GatewayRule
+from lumen.scenarios.schema import AssistedBatches, AssistTiming, DraftLoad, GatewayRule
 from lumen.simulator.metrics import Distribution
 
 __all__ = ["ClusterOptions", "SimulationResult", "SimulationSummary"]
@@ -95,6 +95,7 @@ class SimulationResult:
 ASSIST_TIMINGS: tuple[str, ...] = get_args(AssistTiming)
 DRAFT_LOADS: tuple[str, ...] = get_args(DraftLoad)
 GATEWAY_RULES: tuple[str, ...] = get_args(GatewayRule)
+ASSISTED_BATCHES: tuple[str, ...] = get_args(AssistedBatches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,8 @@ class ClusterOptions:
             ``synchronous`` (it waits for the draft's proposal steps before verifying).
         draft_load: ``parallel`` (draft and target read from separate drives at once) or
             ``serial`` (the draft first).
+        assisted_batches: an assisted survivor's iterations, ``mixed`` (prompt chunks and
+            verify steps together) or ``alternate`` (separate iterations, taking turns).
         gateway: routing rule of new requests, ``least-waiting``, ``least-requests`` or
             ``round-robin``.
     """
@@ -127,6 +130,7 @@ class ClusterOptions:
     planner_time_limit_s: float = 1.0
     assist: str = "concurrent"
     draft_load: str = "parallel"
+    assisted_batches: str = "mixed"
     gateway: str = "least-waiting"
 
     @property
@@ -153,6 +157,7 @@ class ClusterOptions:
         for name, value, allowed in (
             ("assist", self.assist, ASSIST_TIMINGS),
             ("draft_load", self.draft_load, DRAFT_LOADS),
+            ("assisted_batches", self.assisted_batches, ASSISTED_BATCHES),
             ("gateway", self.gateway, GATEWAY_RULES),
         ):
             if value not in allowed:

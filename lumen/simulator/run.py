@@ -157,5 +157,6 @@ def cluster_options(s: Scenario) -> ClusterOptions:
         planner_time_limit_s=s.planner.time_limit_s,
         assist=s.readings.assist,
         draft_load=s.readings.draft_load,
+        assisted_batches=s.readings.assisted_batches,
         gateway=s.readings.gateway,
     )

@@ -126,6 +126,7 @@ class ClusterRun:
                 draft,
                 opts.acceptance_rate,
                 concurrent=opts.concurrent_drafts,
+                alternate=opts.assisted_batches == "alternate",
             )
         self.interrupted = [False] * self.n
         self.recomputed = 0

@@ -86,6 +86,8 @@ class Assist:
         acceptance_rate: a, the probability a proposal is accepted.
         concurrent: the draft runs beside the survivor, which never waits for it (the paper);
             otherwise the survivor waits for the draft's K proposal steps before verifying.
+        alternate: the survivor schedules prefill and decode in separate iterations while it
+            is assisted (otherwise mixed, as always).
     """
 
     depth: int
@@ -93,6 +95,9 @@ class Assist:
     draft: CostModel
     acceptance_rate: float = 0.6
     concurrent: bool = True
+    #: While assisted, the worker runs prompt chunks and decode (verify) steps in separate
+    #: iterations, taking turns, instead of Sarathi-style mixed iterations.
+    alternate: bool = False
 
 
 # Hooks the cluster gives workers: a request was admitted (returns whether it is checkpointed
@@ -188,6 +193,7 @@ class SimWorker:
         self._run_ends: list[float] = []
         self._run_decode_only = False
         self._run_rate = 1.0  # decode clock advance per iteration of the run in flight
+        self._prefill_turn = False  # alternate scheduling: the next iteration is prompt chunks
         self._run_chunks: list[tuple[int, int]] = []  # (request id, chunk) of a mixed iteration
         self._run_handle: EventHandle | None = None
         self._start_pending = False
@@ -439,12 +445,21 @@ class SimWorker:
     def _plan(self, now: float) -> None:
         """Choose and schedule the next iteration (or run of decode iterations)."""
         self._run_start = now
-        budget = self.prefill_chunk_tokens - self._decode_seqs
-        chunks: list[tuple[int, int]] = []
-        if budget > 0 and (self._prefilling or self._waiting):
-            chunks = self._take_prefill(budget)
         b = self._decode_seqs
         ctx = self._decode_context
+        # An assisted worker with alternate scheduling takes turns: prompt chunks alone, then
+        # one decode (verify) step alone, while both kinds of work are pending.
+        split = b > 0 and self.assist is not None and self.assist.alternate
+        prefill_only = split and self._prefill_turn
+        budget = self.prefill_chunk_tokens - (0 if prefill_only else b)
+        chunks: list[tuple[int, int]] = []
+        if budget > 0 and (self._prefilling or self._waiting) and (prefill_only or not split):
+            chunks = self._take_prefill(budget)
+        pending = bool(self._prefilling or self._waiting)
+        self._prefill_turn = split and not prefill_only and pending
+        if prefill_only and chunks:
+            self._plan_prefill_only(now, chunks)
+            return
         if not chunks:
             if b == 0:
                 self._run_ends = []
@@ -457,6 +472,8 @@ class SimWorker:
             step, rate = self._step_time(shape)
             assist = self.assist if rate != 1.0 else None
             n = max(1, math.ceil((self._finish_heap[0][0] - self.progress) / rate - EPS))
+            if self._prefill_turn:  # alternate scheduling: prompt chunks come next
+                n = 1
             t = now + step
             ends = [t]
             batch_time = self.cost_model.batch_time
@@ -491,6 +508,20 @@ class SimWorker:
         self._run_ends = [end]
         self._run_decode_only = False
         self._run_rate = rate
+        self._run_chunks = chunks
+        self._run_handle = self.sim.at(end, self._on_run_end, None, ITERATION_PRIORITY)
+
+    def _plan_prefill_only(self, now: float, chunks: list[tuple[int, int]]) -> None:
+        """An iteration of prompt chunks alone: decoding requests wait (their clock stands)."""
+        tokens = pairs = 0
+        for rid, chunk in chunks:
+            tokens += chunk
+            pairs += chunk * self._prefilling[rid] + chunk * (chunk + 1) // 2
+        shape = BatchShape(prefill_tokens=tokens, prefill_attention=pairs, prefill_seqs=len(chunks))
+        end = now + self.cost_model.batch_time(shape)
+        self._run_ends = [end]
+        self._run_decode_only = False
+        self._run_rate = 0.0
         self._run_chunks = chunks
         self._run_handle = self.sim.at(end, self._on_run_end, None, ITERATION_PRIORITY)
 
@@ -536,7 +567,7 @@ class SimWorker:
         n = len(ends)
         b = self._decode_seqs
         rate = self._run_rate
-        if rate != 1.0:
+        if rate > 1.0:
             self.verify_steps += n
         self.busy_s += now - self._run_start
         self.step += n
