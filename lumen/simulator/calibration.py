@@ -309,7 +309,7 @@ def _unreached(best: Evaluation, targets: Targets) -> str:
     ttft, tpot = best.residuals(targets)
     misses = f"TTFT {ttft:+.1%}" + ("" if tpot is None else f", TPOT {tpot:+.1%}")
     return (
-        "the targets are out of reach with efficiencies in"
+        "the search did not reach the targets with efficiencies in"
         f" [{MIN_EFFICIENCY}, 1]; the closest point misses them by {misses}"
     )
 
