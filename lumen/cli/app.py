@@ -6,6 +6,7 @@ import typer
 
 from lumen import __version__
 from lumen.cli import (
+    calibrate_cmds,
     cluster_cmds,
     planner_cmds,
     report_cmds,
@@ -25,6 +26,7 @@ scenario_cmds.register(app)
 planner_cmds.register(app)
 report_cmds.register(app)
 sim_cmds.register(app)
+calibrate_cmds.register(app)
 service_cmds.register(app)
 cluster_cmds.register(app)
 

@@ -42,6 +42,11 @@ def summary_panel(s: ScenarioSummary) -> Panel:
     draft = f", draft {s.draft_model}" if s.draft_model else ", no draft model"
     t.add_row("model", f"{s.model} ({fmt_bytes(s.weight_bytes)} of weights){draft}")
     t.add_row(
+        "engine",
+        f"compute {s.compute_efficiency:.3f}, memory {s.memory_efficiency:.3f} of peak:"
+        f" {s.calibration}",
+    )
+    t.add_row(
         "KV per token", f"{s.kv_bytes_per_token:,} bytes ({s.kv_bytes_per_token / 1024:.0f} KiB)"
     )
     t.add_row(

@@ -9,15 +9,17 @@ workload and the concrete failure events.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from lumen.planner.costmodel import (
+    DEFAULT_EFFICIENCY,
     Deployment,
     RooflineCostModel,
+    RooflineEfficiency,
     get_hardware_profile,
     get_model_profile,
 )
@@ -149,12 +151,33 @@ def build_deployment(s: Scenario) -> Deployment:
     )
 
 
-def build_cost_model(s: Scenario) -> RooflineCostModel:
-    """The roofline cost model of the scenario's worker. A recovering worker runs its draft
-    model over all of its GPUs (the draft has the worker to itself while the target loads)."""
+def engine_efficiency(s: Scenario) -> RooflineEfficiency:
+    """The roofline efficiencies of the scenario's engine: the defaults, with the compute and
+    memory efficiencies of its ``calibration`` block when it has one to apply (an implausible
+    fit is recorded with ``apply: false``)."""
+    if s.calibration is None or not s.calibration.apply:
+        return DEFAULT_EFFICIENCY
+    engine = s.calibration.engine
+    return replace(
+        DEFAULT_EFFICIENCY,
+        compute=engine.compute_efficiency,
+        memory=engine.memory_efficiency,
+    )
+
+
+def build_cost_model(
+    s: Scenario, efficiency: RooflineEfficiency | None = None
+) -> RooflineCostModel:
+    """The roofline cost model of the scenario's worker, with the scenario's engine
+    efficiencies (:func:`engine_efficiency`) unless ``efficiency`` is given; the draft runs on
+    the same engine. A recovering worker runs its draft model over all of its GPUs (the draft
+    has the worker to itself while the target loads)."""
     draft = None if s.cluster.draft_model is None else get_model_profile(s.cluster.draft_model)
     return RooflineCostModel(
-        build_deployment(s), draft=draft, draft_tensor_parallel=s.cluster.tensor_parallel
+        build_deployment(s),
+        draft=draft,
+        efficiency=engine_efficiency(s) if efficiency is None else efficiency,
+        draft_tensor_parallel=s.cluster.tensor_parallel,
     )
 
 

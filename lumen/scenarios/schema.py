@@ -422,6 +422,79 @@ class PaperReference(StrictModel):
     against: dict[PolicyName, Reductions] = Field(min_length=1)
 
 
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+
+#: How a calibration was fitted: both efficiencies to a TTFT and a TPOT target, or one factor
+#: dividing both (a uniform engine slowdown) to a TTFT target alone.
+CalibrationMethod = Literal["compute+memory", "uniform-slowdown"]
+
+
+class EngineEfficiency(StrictModel):
+    """Achieved fractions of the GPU's peak; they replace the roofline cost model's defaults
+    (``RooflineEfficiency.compute`` 0.65, ``.memory`` 0.80) for the target and the draft."""
+
+    compute_efficiency: float = Field(gt=0.0, le=1.0)
+    """Fraction of peak FLOP/s a forward pass reaches (mostly moves prefill, so TTFT)."""
+    memory_efficiency: float = Field(gt=0.0, le=1.0)
+    """Fraction of peak HBM bandwidth (mostly moves decode, so TPOT)."""
+
+
+class CalibrationTargets(StrictModel):
+    """The failure-free operating point fitted to (never failure-time outcomes)."""
+
+    ttft_mean_s: float = Field(gt=0.0, le=3600.0)
+    tpot_mean_s: float | None = Field(default=None, gt=0.0, le=60.0)
+
+
+class CalibrationFit(StrictModel):
+    """What the fit reached, and the failure-free run it was measured on."""
+
+    method: CalibrationMethod
+    scenario: Slug
+    """The scenario whose failure-free run was fitted (this one, or one sharing its testbed)."""
+    ttft_mean_s: float = Field(ge=0.0)
+    tpot_mean_s: float = Field(ge=0.0)
+    requests: int = Field(ge=1, le=MAX_REQUESTS)
+    seed: int = Field(ge=0, le=2**32 - 1)
+    policy: PolicyName = Policy.STOP_AND_RESTART
+    slowdown: float | None = Field(default=None, gt=0.0, le=1_000.0)
+    """``uniform-slowdown`` only: the factor dividing both default efficiencies."""
+    reached: bool = True
+    """Whether the fitted numbers are within the fit's tolerance of the targets."""
+
+
+class CalibrationConfig(StrictModel):
+    """Engine efficiencies fitted to a published failure-free operating point (``lumen
+    calibrate``; docs/simulator-model.md, Calibration), with their provenance. Storage
+    bandwidth is not fitted: failure-free latencies do not depend on it."""
+
+    engine: EngineEfficiency
+    targets: CalibrationTargets
+    source: ShortText
+    """Where the targets come from."""
+    fitted: CalibrationFit | None = None
+    plausible: bool
+    """False when the efficiencies fall outside the plausible band for a production engine,
+    or the fit could not reach its targets; the values are kept, flagged, not hidden."""
+    apply: bool
+    """Whether the cost model uses ``engine``. ``lumen calibrate`` writes ``apply:
+    plausible``: an implausible fit is recorded but the default efficiencies stay in use
+    unless this is set to true by hand."""
+    note: ShortText = ""
+    """Why a fit is flagged, and anything else worth keeping with it."""
+
+    @model_validator(mode="after")
+    def _check_fit(self) -> Self:
+        fit = self.fitted
+        if fit is not None and (fit.method == "uniform-slowdown") != (fit.slowdown is not None):
+            raise ValueError("fitted.slowdown is given with method uniform-slowdown, and only then")
+        if fit is not None and fit.method == "compute+memory" and self.targets.tpot_mean_s is None:
+            raise ValueError("method compute+memory fits two targets: give targets.tpot_mean_s")
+        return self
+
+
 class Scenario(StrictModel):
     """One scenario file."""
 
@@ -436,6 +509,7 @@ class Scenario(StrictModel):
     readings: ReadingsConfig = Field(default_factory=ReadingsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     paper_reference: PaperReference | None = None
+    calibration: CalibrationConfig | None = None
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Self:

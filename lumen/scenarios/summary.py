@@ -18,6 +18,7 @@ from lumen.scenarios.resolve import (
     checkpoint_budget_bytes,
     resolve_failures,
 )
+from lumen.scenarios.schema import Scenario
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class ScenarioSummary:
     output_tokens: LengthStats
     failures: tuple[ResolvedFailure, ...]
     policies: tuple[str, ...]
+    compute_efficiency: float
+    memory_efficiency: float
+    calibration: str
+    """How the engine efficiencies were chosen: defaults, or a calibration and its status."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,4 +126,23 @@ def summarize(loaded: LoadedScenario) -> ScenarioSummary:
         output_tokens=LengthStats.of(trace.output_tokens),
         failures=tuple(resolve_failures(s, horizon_s=trace.duration_s)),
         policies=tuple(p.value for p in s.policies),
+        compute_efficiency=cm.efficiency.compute,
+        memory_efficiency=cm.efficiency.memory,
+        calibration=_calibration(s),
+    )
+
+
+def _calibration(s: Scenario) -> str:
+    cal = s.calibration
+    if cal is None:
+        return "roofline defaults (no calibration)"
+    fit = cal.fitted
+    fitted = "" if fit is None else f", fitted on {fit.scenario}"
+    if cal.apply:
+        status = "plausible" if cal.plausible else "implausible, applied by hand"
+        return f"calibrated ({status}{fitted}): {cal.source}"
+    return (
+        f"roofline defaults; a calibration is recorded but not applied"
+        f" ({'implausible' if not cal.plausible else 'apply: false'}{fitted}: compute"
+        f" {cal.engine.compute_efficiency:.3f}, memory {cal.engine.memory_efficiency:.3f})"
     )
