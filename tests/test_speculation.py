@@ -125,3 +125,24 @@ def test_an_assisted_step_is_never_longer_than_a_plain_step_plus_verification(
     assert sync_step == pytest.approx(plain + verification + proposals)
     worker.set_assist(None)
     assert worker._step_time(shape) == (plain, 1.0)
+
+
+def test_readings_default_to_the_papers_text_and_testbed() -> None:
+    """The defaults docs/simulator-model.md documents, the same in a scenario file, in the
+    simulator's options and in what a bundled scenario hands the simulator."""
+    from lumen.scenarios.schema import ReadingsConfig
+    from lumen.simulator.results import ClusterOptions
+    from lumen.simulator.run import cluster_options
+
+    defaults = {
+        "assist": "concurrent",
+        "draft_load": "parallel",
+        "assisted_batches": "mixed",
+        "gateway": "least-waiting",
+    }
+    assert ReadingsConfig().model_dump() == defaults
+    options = ClusterOptions()
+    assert {k: getattr(options, k) for k in defaults} == defaults
+    assert options.concurrent_drafts and options.parallel_draft_load
+    bundled = cluster_options(load_scenario("paper-4w-qwen3-32b").scenario)
+    assert {k: getattr(bundled, k) for k in defaults} == defaults
