@@ -9,6 +9,7 @@ from lumen.cli import (
     cluster_cmds,
     planner_cmds,
     report_cmds,
+    reproduce_cmds,
     scenario_cmds,
     service_cmds,
     sim_cmds,
@@ -25,6 +26,7 @@ scenario_cmds.register(app)
 planner_cmds.register(app)
 report_cmds.register(app)
 sim_cmds.register(app)
+reproduce_cmds.register(app)
 service_cmds.register(app)
 cluster_cmds.register(app)
 
