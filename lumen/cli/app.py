@@ -10,6 +10,7 @@ from lumen.cli import (
     cluster_cmds,
     planner_cmds,
     report_cmds,
+    reproduce_cmds,
     scenario_cmds,
     service_cmds,
     sim_cmds,
@@ -27,6 +28,7 @@ planner_cmds.register(app)
 report_cmds.register(app)
 sim_cmds.register(app)
 calibrate_cmds.register(app)
+reproduce_cmds.register(app)
 service_cmds.register(app)
 cluster_cmds.register(app)
 
