@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
 from lumen.executor.cluster.loadgen import LoadRequest, LoadResult
+from lumen.executor.cluster.probe import PathProbe, probe_cluster
 from lumen.executor.cluster.run import (
     FailureInjection,
     mismatches,
@@ -39,14 +40,39 @@ def _spec(tmp_path: Path, policy: str) -> ClusterSpec:
     return ClusterSpec(3, policy, ssd_gbyte_s=SSD_GBYTE_S, min_step_s=0.01, log_dir=tmp_path)
 
 
+#: What the reference cluster's probe measured, and the cluster's workers after it.
+PROBED: dict[str, object] = {}
+
+
+def _probe(cluster: LocalCluster) -> None:
+    prompts = [r.prompt_token_ids for r in _requests()]
+    PROBED["probe"] = probe_cluster(cluster, prompts, idle_probes=4, start_kinds=(False,))
+    PROBED["workers_after"] = sorted(cluster.worker_addresses)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> LoadResult:
     """The failure-free run every test compares with (the outputs depend only on the
-    requests and the weights, not on the policy)."""
+    requests and the weights, not on the policy); the request path is probed before it."""
     spec = _spec(tmp_path_factory.mktemp("reference"), "stop-and-restart")
-    run = run_policy(reference_spec(spec), _requests(), None, timeout_s=120.0)
+    run = run_policy(reference_spec(spec), _requests(), None, timeout_s=120.0, before=_probe)
     assert run.load.ok == len(_requests())
     return run.load
+
+
+def test_probing_the_request_path(reference: LoadResult) -> None:
+    probe = PROBED["probe"]
+    assert isinstance(probe, PathProbe)
+    assert len(probe.ttft_s) == 4 and all(0 < t < 10 for t in probe.ttft_s)
+    start = probe.start(progressive=False)
+    assert start is not None and probe.start(progressive=True) is None
+    # Probed from the spare's spawn until it served (and a little after), in order.
+    assert math.isfinite(start.serving_s) and start.serving_s > 0
+    assert start.since_spawn_s and list(start.since_spawn_s) == sorted(start.since_spawn_s)
+    assert start.since_spawn_s[-1] >= start.serving_s
+    assert all(0 < t < 10 for t in start.ttft_s)
+    # The spare is gone again and the workload after it ran on the cluster's own workers.
+    assert PROBED["workers_after"] == [0, 1, 2]
 
 
 def test_injection_syntax() -> None:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -23,9 +24,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from lumen.executor.bridge.calibrate import Calibration
+from lumen.executor.bridge.overhead import LiveOverhead
 from lumen.executor.bridge.prediction import LiveSetup, cost_model, predict
 from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
 from lumen.executor.cluster.loadgen import LoadRequest, workload
+from lumen.executor.cluster.probe import PathProbe, probe_cluster
 from lumen.executor.cluster.run import (
     FailureInjection,
     PolicyRun,
@@ -204,9 +207,22 @@ def compare_live(
     runs: list[PolicyRun] = []
     reference: PolicyRun | None = None
     base = ClusterSpec(workers, policies[0], ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
+    probes: list[PathProbe] = []
+    kinds = sorted({replace(base, policy=name).progressive for name in policies})
+
+    def probe(cluster: LocalCluster) -> None:
+        say("probing the request path (idle, and beside a starting worker) ...")
+        probes.append(probe_cluster(cluster, [r.prompt_token_ids for r in load], start_kinds=kinds))
+
     if verify:
         say("failure-free reference run ...")
-        reference = run_policy(reference_spec(base), load, None)
+        reference = run_policy(reference_spec(base), load, None, before=probe)
+    else:
+        run_policy(reference_spec(base), [], None, before=probe)
+    overhead = LiveOverhead.fit(
+        probes[0], cost_model(calibration, LiveSetup(ssd_gbyte_s=ssd_gbyte_s))
+    )
+    say(overhead.describe())
     specs = []
     for name in policies:
         killed = "+".join(map(str, failure.workers))
@@ -229,7 +245,7 @@ def compare_live(
         label = col in ("policy", "run")
         table.add_column(col, justify="left" if label else "right", no_wrap=label)
     bad = False
-    free = predict(load, reference_spec(base), None, calibration).summary()
+    free = predict(load, reference_spec(base), None, calibration, overhead).summary()
     if reference is not None:
         _row(table, "failure-free", "live", reference.summary(), "reference")
     _row(table, "failure-free", "simulated", free, "-")
@@ -240,7 +256,8 @@ def compare_live(
         bad |= bool(diff) or s["errors"] > 0
         outputs = _outputs(int(s["errors"]), diff, reference is not None)
         _row(table, r.policy, "live", s, outputs)
-        _row(table, r.policy, "simulated", predict(load, spec, failure, calibration).summary(), "-")
+        predicted = predict(load, spec, failure, calibration, overhead).summary()
+        _row(table, r.policy, "simulated", predicted, "-")
     return table, bad
 
 

@@ -22,21 +22,24 @@ the quantity the live run measures from the SIGKILL until the workers report ``s
 <lumen.executor.cluster.run.PolicyRun.summary>`, and its window is defined the same way: the
 requests that arrived between the failure and the end of recovery.
 
-Not modelled (so a live run measures them and a prediction does not): the gateway's HTTP and
-gRPC hops and the heartbeat that detects a failure, and the CPU the processes of one machine take
-from each other (the calibration measures one engine alone).
+With a :class:`~lumen.executor.bridge.overhead.LiveOverhead` (measured by probing the live
+cluster without a failure), each request reaches the simulated cluster its request-path overhead
+late (the gateway's HTTP and gRPC hops, larger while a restarted worker process starts beside it)
+and its TTFT includes it. Still not modelled: the detection of a failure and the re-dispatch of
+interrupted requests, and the CPU the workload's own requests take from each other in the path.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from lumen.executor.bridge.calibrate import CPU_DTYPE, Calibration
+from lumen.executor.bridge.overhead import LiveOverhead
 from lumen.executor.cluster.launcher import ClusterSpec
 from lumen.executor.cluster.loadgen import LoadRequest
 from lumen.executor.cluster.run import FailureInjection
@@ -347,13 +350,19 @@ def predict(
     spec: ClusterSpec,
     failure: FailureInjection | None,
     calibration: Calibration,
+    overhead: LiveOverhead | None = None,
 ) -> Prediction:
-    """Simulate ``requests`` on the cluster of ``spec`` with ``failure`` (module docstring)."""
+    """Simulate ``requests`` on the cluster of ``spec`` with ``failure`` (module docstring);
+    with ``overhead``, each request reaches the simulated cluster its path overhead late and
+    its TTFT includes it."""
     if failure is not None and not all(0 <= w < spec.workers for w in failure.workers):
         raise ValueError(f"failure: no worker {list(failure.workers)} among {spec.workers}")
     if _needs_draft(spec.policy) and spec.draft_weights is None:
         raise ValueError(f"policy {spec.policy} recovers with a draft; the cluster has none")
-    trace, order, shift = workload_trace(requests)
+    path = _path_overhead(requests, spec, failure, overhead)
+    trace, order, shift = workload_trace(
+        [replace(r, arrival_s=r.arrival_s + float(o)) for r, o in zip(requests, path, strict=True)]
+    )
     setup = LiveSetup(
         ssd_gbyte_s=spec.ssd_gbyte_s,
         min_step_s=spec.min_step_s,
@@ -391,14 +400,30 @@ def predict(
     back[order] = np.arange(order.size)
     return Prediction(
         policy=spec.policy,
-        arrival_s=np.asarray(trace.arrival_s[back] + shift, dtype=np.float64),
-        ttft_s=np.asarray(result.ttft_s[back], dtype=np.float64),
+        arrival_s=np.asarray(trace.arrival_s[back] + shift - path, dtype=np.float64),
+        ttft_s=np.asarray(result.ttft_s[back] + path, dtype=np.float64),
         tpot_s=np.asarray(result.tpot_s[back], dtype=np.float64),
         failure=failure,
         recovery_s=recovery,
         result=result,
         cost_model=model,
     )
+
+
+def _path_overhead(
+    requests: Sequence[LoadRequest],
+    spec: ClusterSpec,
+    failure: FailureInjection | None,
+    overhead: LiveOverhead | None,
+) -> npt.NDArray[np.float64]:
+    """Per request, the live path's overhead (zeros without a model of it); the restarted
+    workers start ``restart_after_s`` after the failure, staged as the policy restarts."""
+    if overhead is None:
+        return np.zeros(len(requests), dtype=np.float64)
+    restarts = []
+    if failure is not None:
+        restarts = [(failure.at_s + failure.restart_after_s, spec.progressive)]
+    return overhead.per_request([r.arrival_s for r in requests], restarts)
 
 
 def _needs_draft(policy: str) -> bool:

@@ -290,6 +290,27 @@ class LocalCluster:
         name = f"worker-{i}"
         self._spawn(name, self._worker_argv(i, stage), self.spec.log_dir / f"{name}.log")
 
+    def start_spare_worker(self, progressive: bool) -> int:
+        """Start one more worker process, with the command line of a restart (staged through
+        the draft when ``progressive``), that no gateway knows of: what a worker's start costs
+        the processes beside it on this machine can then be measured without any failure.
+        Returns its id (stop it with :meth:`stop_worker`)."""
+        host = self.spec.host
+        i = max(self.worker_addresses) + 1
+        self.worker_addresses[i] = f"{host}:{free_port(host)}"
+        stage = "draft-loading" if progressive and self.spec.draft_weights else "serving"
+        name = f"worker-{i}"
+        self._spawn(name, self._worker_argv(i, stage), self.spec.log_dir / f"{name}.log")
+        return i
+
+    def stop_worker(self, i: int) -> None:
+        """Stop worker ``i`` (SIGTERM, then SIGKILL); a spare is forgotten."""
+        name = f"worker-{i}"
+        if name in self.processes:
+            self.processes.pop(name).stop()
+        if i >= self.spec.workers:
+            self.worker_addresses.pop(i, None)
+
     def stop(self) -> None:
         """Stop the gateway, the workers, then the planner (SIGTERM, then SIGKILL)."""
         order = ["gateway", *(f"worker-{i}" for i in self.worker_addresses), "planner"]

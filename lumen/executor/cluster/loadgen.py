@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from lumen.workload.trace import Trace
 
-__all__ = ["LoadRequest", "LoadResult", "run_load", "workload"]
+__all__ = ["LoadRequest", "LoadResult", "run_load", "send_one", "workload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +154,14 @@ def _send(
     except (urllib.error.URLError, OSError, ValueError) as exc:
         out.errors[i] = f"{type(exc).__name__}: {exc}"
     out.token_ids[i] = tokens
+
+
+def send_one(base_url: str, req: LoadRequest, timeout_s: float = 60.0) -> tuple[float, str | None]:
+    """Send one streamed request now and wait for it: its TTFT (seconds from sending, NaN
+    when no token came) and its error (None when it completed)."""
+    out = LoadResult([0.0], [math.nan], [math.nan], [[]], [None])
+    _send(base_url, req, timeout_s, time.monotonic(), out, 0)
+    return out.first_token_s[0], out.errors[0]
 
 
 def run_load(

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -139,11 +139,15 @@ def run_policy(
     requests: Sequence[LoadRequest],
     failure: FailureInjection | None,
     timeout_s: float = 300.0,
+    before: Callable[[LocalCluster], None] | None = None,
 ) -> PolicyRun:
-    """Run ``requests`` on a fresh cluster of ``spec`` (one policy), with ``failure``."""
+    """Run ``requests`` on a fresh cluster of ``spec`` (one policy), with ``failure``;
+    ``before`` runs on the started cluster before the workload (such as probing it)."""
     if failure is not None and not all(0 <= w < spec.workers for w in failure.workers):
         raise ValueError(f"failure: no worker {list(failure.workers)} among {spec.workers}")
     with LocalCluster(spec) as cluster:
+        if before is not None:
+            before(cluster)
         t_kill: list[float] = []
         done: list[float] = []
         watcher: threading.Thread | None = None

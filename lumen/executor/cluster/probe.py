@@ -1,0 +1,147 @@
+"""Measure what the live request path adds to a request's first token, without any failure.
+
+A live request's TTFT is the engine's work plus the path around it: the HTTP request to the
+gateway, dispatch, the gRPC call to the worker, the hand-off into its engine loop and the way
+back of the first token. On a machine whose processes share a few cores, the path also slows
+down while a worker process starts (interpreter, imports, weight build and load take a core).
+:func:`probe_cluster` measures both on a running, otherwise idle :class:`LocalCluster`:
+
+- **idle**: requests sent one at a time (closed loop), each with one output token;
+- **beside a starting worker**: the same, while a spare worker process (the command line of a
+  restart, unknown to the gateway) starts, timed from its spawn until it reports ``serving``.
+
+The measurement uses the cluster's own processes and no failure: it is a failure-free
+calibration. :mod:`lumen.executor.bridge.overhead` turns it into the per-request overhead the
+simulator's prediction of a live run adds (the engine's share of a probe's TTFT is subtracted
+there, from the calibrated cost model).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from lumen.executor.cluster.launcher import LocalCluster
+from lumen.executor.cluster.loadgen import LoadRequest, send_one
+
+__all__ = ["PathProbe", "StartProbe", "probe_cluster"]
+
+
+@dataclass(frozen=True, slots=True)
+class StartProbe:
+    """Probes sent while a spare worker started.
+
+    Attributes:
+        progressive: the spare started as a progressive restart does (draft first).
+        since_spawn_s: per probe, when it was sent after the spare's spawn.
+        prompt_tokens, ttft_s: per probe.
+        serving_s: when the spare reported ``serving`` after its spawn (inf: never).
+    """
+
+    progressive: bool
+    since_spawn_s: tuple[float, ...]
+    prompt_tokens: tuple[int, ...]
+    ttft_s: tuple[float, ...]
+    serving_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PathProbe:
+    """What :func:`probe_cluster` measured: idle probes and one :class:`StartProbe` per kind
+    of restart."""
+
+    prompt_tokens: tuple[int, ...]
+    ttft_s: tuple[float, ...]
+    starts: tuple[StartProbe, ...] = field(default_factory=tuple)
+    wall_s: float = 0.0
+
+    def start(self, progressive: bool) -> StartProbe | None:
+        """The probe of a restart of that kind (None when it was not measured)."""
+        return next((s for s in self.starts if s.progressive == progressive), None)
+
+
+def probe_cluster(
+    cluster: LocalCluster,
+    prompts: Sequence[Sequence[int]],
+    *,
+    idle_probes: int = 16,
+    start_kinds: Sequence[bool] = (False,),
+    tail_s: float = 0.5,
+    timeout_s: float = 120.0,
+) -> PathProbe:
+    """Measure the request path of ``cluster`` (module docstring). ``prompts`` are cycled
+    (use the workload's, so the probes' lengths resemble it); ``start_kinds`` lists the
+    restarts to measure (True: progressive). Raises RuntimeError when a probe fails."""
+    if not prompts or idle_probes < 1:
+        raise ValueError("probing needs at least one prompt and one idle probe")
+    t0 = time.monotonic()
+    sent = _Sender(cluster.gateway_url, prompts)
+    lengths, ttfts = [], []
+    for _ in range(idle_probes):
+        n, ttft = sent.next()
+        lengths.append(n)
+        ttfts.append(ttft)
+    starts = tuple(
+        _probe_start(cluster, sent, progressive, tail_s, timeout_s) for progressive in start_kinds
+    )
+    return PathProbe(tuple(lengths), tuple(ttfts), starts, time.monotonic() - t0)
+
+
+class _Sender:
+    """Closed-loop probe requests cycling through the prompts."""
+
+    def __init__(self, url: str, prompts: Sequence[Sequence[int]]) -> None:
+        self.url = url
+        self.prompts = [tuple(p) for p in prompts]
+        self.k = 0
+
+    def next(self) -> tuple[int, float]:
+        prompt = self.prompts[self.k % len(self.prompts)]
+        self.k += 1
+        ttft, error = send_one(self.url, LoadRequest(0.0, prompt, 1))
+        if error is not None or not math.isfinite(ttft):
+            raise RuntimeError(f"a probe request failed: {error or 'no token'}")
+        return len(prompt), ttft
+
+
+def _probe_start(
+    cluster: LocalCluster, sent: _Sender, progressive: bool, tail_s: float, timeout_s: float
+) -> StartProbe:
+    spawned = time.monotonic()
+    spare = cluster.start_spare_worker(progressive)
+    serving: list[float] = []
+
+    def watch() -> None:
+        try:
+            cluster.wait_worker(spare, spawned + timeout_s, stage="serving")
+            serving.append(time.monotonic() - spawned)
+        except RuntimeError:
+            serving.append(math.inf)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    since, lengths, ttfts = [], [], []
+    try:
+        while not serving or time.monotonic() - spawned < serving[0] + tail_s:
+            if time.monotonic() - spawned > timeout_s:
+                break
+            at = time.monotonic() - spawned
+            n, ttft = sent.next()
+            since.append(at)
+            lengths.append(n)
+            ttfts.append(ttft)
+            if serving and math.isinf(serving[0]):
+                break
+    finally:
+        watcher.join(timeout_s)
+        cluster.stop_worker(spare)
+    return StartProbe(
+        progressive,
+        tuple(since),
+        tuple(lengths),
+        tuple(ttfts),
+        serving[0] if serving else math.inf,
+    )
