@@ -6,6 +6,7 @@ can consume it; failures print the server's status code and detail and exit 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -24,9 +25,19 @@ from lumen.planner.decisions import (
 )
 from lumen.planner.domain import Request
 from lumen.planner.service.auth import read_token
+from lumen.planner.service.budget import (
+    DEFAULT_MAX_PROBLEM_BYTES,
+    DEFAULT_MAX_PROBLEM_SECONDS,
+    ProblemBudget,
+)
 from lumen.planner.service.client import PlannerClient, PlannerError
 from lumen.planner.service.controller import DEFAULT_METHODS, ControllerConfig
-from lumen.planner.service.server import ServerConfig, create_server, serve
+from lumen.planner.service.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ServerConfig,
+    create_server,
+    serve,
+)
 from lumen.planner.solve import methods
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import LoadedScenario, load_scenario
@@ -89,6 +100,17 @@ def _check_method(kind: str, name: str | None) -> None:
         raise typer.Exit(2)
 
 
+def _method_option(kind: str, own: str) -> Any:
+    """``--KIND-method``: the backend for calls that name none and for ``own``."""
+    label = "Draft-pairing" if kind == "pairing" else kind.capitalize()
+    return typer.Option(
+        None,
+        f"--{kind}-method",
+        help=f"{label} backend for calls that name none and for {own}"
+        f" (default {DEFAULT_METHODS[kind]}; one of {', '.join(methods(kind))}).",
+    )
+
+
 def serve_cmd(
     address: str = typer.Option("127.0.0.1:50051", "--address", help="HOST:PORT to listen on."),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate (PEM)."),
@@ -97,21 +119,55 @@ def serve_cmd(
         None, "--token-file", help="Require 'authorization: Bearer <token>' with this token."
     ),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics here."
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus /metrics on this port of the --address host (0: any free port;"
+        " the port is printed).",
     ),
     scenario: str = typer.Option(
         "paper-8w-qwen3-14b", "--scenario", help="Scenario whose cost model and settings to use."
     ),
-    placement_method: str | None = typer.Option(None, "--placement-method"),
-    recovery_method: str | None = typer.Option(None, "--recovery-method"),
-    pairing_method: str | None = typer.Option(None, "--pairing-method"),
+    placement_method: str | None = _method_option("placement", "the service's own plans"),
+    recovery_method: str | None = _method_option("recovery", "the plans after a failure"),
+    pairing_method: str | None = _method_option("pairing", "the plans after a failure"),
     time_limit: float = typer.Option(
         1.0, "--time-limit", min=0.001, help="Default solver limit (seconds)."
     ),
     reoptimize_interval: float | None = typer.Option(
         None, "--reoptimize-interval", min=0.001, help="Re-optimize placement every S seconds."
     ),
-    max_workers: int = typer.Option(64, "--max-workers", min=2, help="Handler threads."),
+    max_workers: int = typer.Option(
+        64, "--max-workers", min=4, help="Handler threads (unary calls, streams, health)."
+    ),
+    max_streams: int | None = typer.Option(
+        None,
+        "--max-streams",
+        min=1,
+        help="Open WatchPlans streams allowed; beyond: RESOURCE_EXHAUSTED (default: half of"
+        " --max-workers, at most --max-workers - 2).",
+    ),
+    max_message_mib: float = typer.Option(
+        DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+        "--max-message-mib",
+        min=0.001,
+        help="Largest message received or sent (MiB); beyond: RESOURCE_EXHAUSTED.",
+    ),
+    max_problem_mib: float = typer.Option(
+        DEFAULT_MAX_PROBLEM_BYTES / 2**20,
+        "--max-problem-mib",
+        min=1,
+        help="Most memory one planning problem may need by the service's estimate (MiB);"
+        " beyond: RESOURCE_EXHAUSTED before anything is built.",
+    ),
+    max_problem_seconds: float = typer.Option(
+        DEFAULT_MAX_PROBLEM_SECONDS,
+        "--max-problem-seconds",
+        min=0.001,
+        help="Most time posing one planning problem may take by the service's estimate;"
+        " beyond: RESOURCE_EXHAUSTED.",
+    ),
 ) -> None:
     """Run the planner gRPC service until SIGTERM (graceful stop)."""
     if (tls_cert is None) != (tls_key is None):
@@ -138,6 +194,12 @@ def serve_cmd(
         time_limit_s=time_limit,
         reoptimize_interval_s=reoptimize_interval,
     )
+    config = dataclasses.replace(
+        config,
+        budget=ProblemBudget(
+            max_bytes=int(max_problem_mib * 2**20), max_seconds=max_problem_seconds
+        ),
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         server, port = create_server(
@@ -149,13 +211,23 @@ def serve_cmd(
                 token=token,
                 metrics_port=metrics_port,
                 max_workers=max_workers,
+                max_streams=max_streams,
+                max_message_bytes=int(max_message_mib * 2**20),
             ),
         )
     except (OSError, RuntimeError, ValueError) as exc:
         err.print(f"error: cannot serve on {address}: {exc}")
         raise typer.Exit(1) from None
     print(f"lumen planner listening on port {port}", flush=True)
-    serve(server)
+
+    def on_ready() -> None:
+        if server.metrics_port is not None:
+            host = server.config.metrics_host
+            print(
+                f"lumen planner metrics on http://{host}:{server.metrics_port}/metrics", flush=True
+            )
+
+    serve(server, on_ready)
 
 
 # -- lumen plan ------------------------------------------------------------------------------------
