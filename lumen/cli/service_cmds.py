@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lumen.planner.builders import PlacementOptions
 from lumen.planner.decisions import (
@@ -90,13 +91,19 @@ def _load(scenario: str) -> LoadedScenario:
     try:
         return load_scenario(scenario)
     except ScenarioError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
 
 
 def _check_method(kind: str, name: str | None) -> None:
     if name is not None and name not in methods(kind):
-        err.print(f"error: unknown {kind} method {name!r}; choose from {', '.join(methods(kind))}")
+        err.print(
+            f"error: unknown {kind} method {escape(repr(name))};"
+            f" choose from {', '.join(methods(kind))}",
+            highlight=False,
+        )
         raise typer.Exit(2)
 
 
@@ -184,7 +191,7 @@ def serve_cmd(
         try:
             token = read_token(token_file)
         except (OSError, ValueError) as exc:
-            err.print(f"error: --token-file: {exc}")
+            err.print(f"error: --token-file: {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
     config = controller_config(
         _load(scenario),
@@ -216,7 +223,7 @@ def serve_cmd(
             ),
         )
     except (OSError, RuntimeError, ValueError) as exc:
-        err.print(f"error: cannot serve on {address}: {exc}")
+        err.print(f"error: cannot serve on {escape(address)}: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     print(f"lumen planner listening on port {port}", flush=True)
 
@@ -248,7 +255,7 @@ def _plan_root(
         token = read_token(token_file) if token_file is not None else None
         roots = tls_ca.read_bytes() if tls_ca is not None else None
     except (OSError, ValueError) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     ctx.obj = PlannerClient(address, token=token, root_certificates=roots, timeout_s=timeout)
     ctx.call_on_close(ctx.obj.close)
@@ -268,7 +275,7 @@ def _outcome(status: Status, plan: Decision | None) -> None:
 
 
 def _fail(exc: PlannerError) -> typer.Exit:
-    err.print(f"error: {exc.code}: {exc.details}", highlight=False, soft_wrap=True)
+    err.print(f"error: {exc.code}: {escape(exc.details)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -276,7 +283,10 @@ def _ids(text: str, option: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()] if text else []
     except ValueError:
-        err.print(f"error: {option}: expected comma-separated integers, got {text!r}")
+        err.print(
+            f"error: {option}: expected comma-separated integers, got {escape(repr(text))}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
 
 
