@@ -6,10 +6,16 @@ metrics endpoint's address and reflection v1. Health keeps answering throughout.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,10 +32,16 @@ from lumen.planner.service import wire
 from lumen.planner.service.budget import ProblemBudget, estimate
 from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import DEFAULT_MAX_MESSAGE_BYTES, PlannerServer
+from lumen.planner.service.servicer import (
+    DEADLINE_RESERVE_FRACTION,
+    DEADLINE_RESERVE_S,
+    MIN_SOLVE_S,
+)
 from lumen.proto.gen.v1 import planner_pb2 as pb
 
 from .conftest import ServerFactory, planner_stub, small_state
 
+REPO = Path(__file__).resolve().parents[2]
 SEED = 20_261_204
 METHODS = [m.name for m in pb.DESCRIPTOR.services_by_name["Planner"].methods]
 #: Answers a server may give to bytes it cannot trust; INTERNAL and UNKNOWN mean a bug.
@@ -355,3 +367,50 @@ def test_serve_help_describes_every_method_option() -> None:
         assert f"{kind} backend for calls that name none" in text
     for option in ("--max-streams", "--max-message-mib", "--max-problem-mib"):
         assert option in text
+
+
+def test_serve_prints_the_metrics_port_and_warns_about_a_token_without_tls(
+    tmp_path: Path,
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n", encoding="utf-8")
+    args = ["serve", "--address", "127.0.0.1:0", "--metrics-port", "0"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from lumen.cli import main; main()",
+            *args,
+            "--token-file",
+            str(token),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not any("/metrics" in line for line in lines) and len(lines) < 20:
+            lines.append(proc.stdout.readline())
+        url = next(line.split(" on ", 1)[1].strip() for line in lines if "/metrics" in line)
+        assert url.startswith("http://127.0.0.1:") and not url.startswith("http://127.0.0.1:0/")
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert b"lumen_planner_subscribers" in reply.read()
+        assert any("TLS is off" in line for line in lines), lines
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_deadline_reserve_in_the_docs_is_the_code_s() -> None:
+    text = " ".join((REPO / "docs" / "service.md").read_text(encoding="utf-8").split())
+    reserve = f"{100 * DEADLINE_RESERVE_FRACTION:g} %, at least {DEADLINE_RESERVE_S * 1e3:g} ms"
+    assert reserve in text
+    assert f"less than {MIN_SOLVE_S * 1e3:g} ms left" in text
