@@ -2,6 +2,7 @@
 
     python benchmarks/bench_hostile_problem.py                       # 8,192 workers x 20,000
     python benchmarks/bench_hostile_problem.py --workers 1024 --requests 5000 --deadline 3
+    python benchmarks/bench_hostile_problem.py --quick       # 1,024 workers x 2,000 (seconds)
 
 Starts ``lumen serve`` in its own process, sends one PlanRecovery whose interrupted requests
 (all of them: their homes are the first 16 workers, all failed) meet every machine, with a
@@ -59,7 +60,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--deadline", type=float, default=3.0)
     parser.add_argument("--watch", type=float, default=300.0, help="stop watching after S")
+    parser.add_argument("--quick", action="store_true", help="1,024 workers x 2,000 requests")
     args, serve_args = parser.parse_known_args()
+    if args.quick:
+        args.workers, args.requests = 1_024, 2_000
     serve_args = [a for a in serve_args if a != "--"]
     request = pb.PlanRecoveryRequest(
         state=wire.cluster_state_to_proto(hostile_state(args.workers, args.requests))
