@@ -27,7 +27,10 @@ their own snapshot work. Plan sequence numbers restart at 1, so a subscriber who
 resubscribes with ``after_sequence = 0``.
 
 Solves never hold the controller's lock: they read an immutable snapshot and the result is
-applied afterwards only if the view was not replaced in between.
+applied afterwards only if the view was not replaced in between. Every problem is sized from
+the snapshot before it is built (:mod:`lumen.planner.service.budget`): one above the budget is
+refused with :class:`~lumen.planner.service.budget.TooLarge`, and building stops with
+:class:`OutOfTime` once the solve's cancel event is set (the call's deadline or cancellation).
 """
 
 from __future__ import annotations
