@@ -2,8 +2,8 @@
 
 Both servers are built the same way: a thread-pool server with message-size limits, the
 standard ``grpc.health.v1`` health service (NOT_SERVING until the owner marks it ready) and
-server reflection, bound insecure or with TLS, and run until SIGTERM or SIGINT, when the owner
-stops gracefully.
+server reflection (``grpc.reflection.v1`` and ``v1alpha``), bound insecure or with TLS, and
+run until SIGTERM or SIGINT, when the owner stops gracefully.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from typing import Protocol
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
 __all__ = [
     "NOT_SERVING",
+    "REFLECTION_V1",
     "SERVING",
     "Stoppable",
     "add_health_and_reflection",
+    "add_reflection_v1",
     "bind",
     "dial_target",
     "new_server",
@@ -33,6 +36,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The stable reflection service; grpcio-reflection ships only v1alpha, whose messages are the
+#: same on the wire, so its servicer answers both names.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -64,10 +71,22 @@ def add_health_and_reflection(server: grpc.Server, service_name: str) -> health.
     health_servicer.set("", NOT_SERVING)
     health_servicer.set(service_name, NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    names = (service_name, health.SERVICE_NAME, REFLECTION_V1, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    add_reflection_v1(server, reflection.ReflectionServicer(names))
     return health_servicer
+
+
+def add_reflection_v1(server: grpc.Server, servicer: reflection.ReflectionServicer) -> None:
+    """Serve ``grpc.reflection.v1.ServerReflection`` with the v1alpha servicer."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_v1alpha_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_v1alpha_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
 
 
 def bind(

@@ -34,6 +34,15 @@ class MetricsEndpoint:
                 self._http, _ = start_http_server(port, address, registry=self.registry)
             return int(self._http.server_port)
 
+    @property
+    def bound(self) -> tuple[str, int] | None:
+        """(host, port) the HTTP server listens on; None when none was started."""
+        with self._lock:
+            if self._http is None:
+                return None
+            host, port = self._http.server_address[:2]
+            return str(host), int(port)
+
     def close(self) -> None:
         """Stop the HTTP server, if one was started."""
         with self._lock:

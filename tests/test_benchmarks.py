@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
         ("bench_engine.py", ("tok/s", "GB/s", "speed-up")),
         ("bench_simulator.py", ("(a) paper-sim-10w-llama3-70b", "(b) 64 workers")),
         ("reproduce_paper.py", ("lumen reproduce --quick", "wall time")),
+        ("bench_hostile_problem.py", ("client got", "service peak RSS")),
     ],
 )
 def test_benchmark_runs_quick(script: str, headings: tuple[str, ...]) -> None:

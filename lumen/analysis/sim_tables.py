@@ -16,7 +16,58 @@ from lumen.scenarios.schema import MetricsConfig
 from lumen.simulator.confidence import Estimate
 from lumen.simulator.experiment import ExperimentSummary
 
-__all__ = ["fmt_change", "fmt_estimate", "fmt_paper", "markdown_report", "sweep_markdown"]
+__all__ = [
+    "OPEN",
+    "fmt_change",
+    "fmt_estimate",
+    "fmt_paper",
+    "markdown_report",
+    "open_window_warning",
+    "open_windows",
+    "sweep_markdown",
+]
+
+#: Appended to every figure computed from a recovery window that was still open at the last
+#: simulated request (it covers only part of the recovery).
+OPEN = " (open)"
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery windows still open at the end of a run
+# --------------------------------------------------------------------------------------------
+
+
+def open_windows(summary: ExperimentSummary) -> dict[str, int]:
+    """Per policy, how many of its runs ended with the recovery window still open."""
+    counts: dict[str, int] = {}
+    for r in summary.runs:
+        if r.window is not None and not r.window.closed:
+            counts[r.policy] = counts.get(r.policy, 0) + 1
+    return counts
+
+
+def open_window_warning(summary: ExperimentSummary) -> str | None:
+    """One sentence warning about windows still open at the end of a run; None when every
+    window closed."""
+    counts = open_windows(summary)
+    if not counts:
+        return None
+    runs = {p: sum(1 for r in summary.runs if r.policy == p) for p in counts}
+    which = ", ".join(f"{p} ({n} of {runs[p]} run(s))" for p, n in counts.items())
+    cut = (
+        f" within the first {summary.num_requests:,} requests"
+        if summary.num_requests is not None
+        else " before the last request"
+    )
+    return (
+        f"the recovery window of {which} did not close{cut}: its window latencies and recovery"
+        f" time, and every change computed from them, cover only part of the recovery and are"
+        f" marked '{OPEN.strip()}'; simulate more requests (--requests) to close it"
+    )
+
+
+def _mark(text: str, is_open: bool) -> str:
+    return text + OPEN if is_open and text not in ("-", "") else text
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,20 +134,24 @@ def _policy_tables(summary: ExperimentSummary) -> list[str]:
     est = summary.estimates
     lines = ["## Failure-affected window", ""]
     rows = []
+    still_open = open_windows(summary)
     for p in summary.policies:
         m = est[p]
         windows = sum(1 for r in summary.runs if r.policy == p and r.window is not None)
         closed = sum(1 for r in summary.runs if r.policy == p and r.window and r.window.closed)
         runs = sum(1 for r in summary.runs if r.policy == p)
+        cells = [
+            fmt_estimate(m["window_ttft_mean_s"], unit="s"),
+            fmt_estimate(m["window_ttft_p99_s"], unit="s"),
+            fmt_estimate(m["window_tpot_mean_s"], 1e3, 1, "ms"),
+            fmt_estimate(m["window_tpot_p99_s"], 1e3, 1, "ms"),
+            fmt_estimate(m["recovery_s"], 1.0, 1, "s"),
+            fmt_estimate(m["recovery_bins"], 1.0, 1),
+        ]
         rows.append(
             [
                 p,
-                fmt_estimate(m["window_ttft_mean_s"], unit="s"),
-                fmt_estimate(m["window_ttft_p99_s"], unit="s"),
-                fmt_estimate(m["window_tpot_mean_s"], 1e3, 1, "ms"),
-                fmt_estimate(m["window_tpot_p99_s"], 1e3, 1, "ms"),
-                fmt_estimate(m["recovery_s"], 1.0, 1, "s"),
-                fmt_estimate(m["recovery_bins"], 1.0, 1),
+                *(_mark(cell, p in still_open) for cell in cells),
                 f"{windows} / {closed} / {runs}",
             ]
         )
@@ -187,17 +242,19 @@ def _comparison_table(summary: ExperimentSummary) -> list[str]:
         "",
     ]
     rows = []
+    still_open = open_windows(summary)
     for c in summary.comparisons:
         ch = c.changes
+        is_open = c.policy in still_open or c.baseline in still_open
         rows.append(
             [
                 c.policy,
                 c.baseline,
-                fmt_change(ch.get("ttft")),
+                _mark(fmt_change(ch.get("ttft")), is_open),
                 fmt_paper(c.paper.get("ttft")),
-                fmt_change(ch.get("tpot")),
+                _mark(fmt_change(ch.get("tpot")), is_open),
                 fmt_paper(c.paper.get("tpot")),
-                fmt_change(ch.get("recovery")),
+                _mark(fmt_change(ch.get("recovery")), is_open),
                 fmt_paper(c.paper.get("recovery")),
                 fmt_change(ch.get("ttft_all")),
                 fmt_change(ch.get("tpot_all")),
@@ -271,6 +328,9 @@ def markdown_report(
         ]
     if failures:
         lines += ["", "Failures:", "", *_failure_lines(failures)]
+    warning = open_window_warning(summary)
+    if warning:
+        lines += ["", f"**Warning:** {warning}."]
     lines += ["", *_policy_tables(summary), "", *_comparison_table(summary)]
     reproduction = reproduction_lines(summary)
     if reproduction:
@@ -286,16 +346,18 @@ def sweep_markdown(summaries: Sequence[ExperimentSummary]) -> str:
     lines = ["# Simulation sweep", ""]
     rows = []
     for s in summaries:
+        still_open = open_windows(s)
         for p in s.policies:
             m = s.estimates[p]
+            is_open = p in still_open
             rows.append(
                 [
                     s.scenario,
                     p,
                     str(len(s.seeds)),
-                    fmt_estimate(m["window_ttft_mean_s"], unit="s"),
-                    fmt_estimate(m["window_tpot_mean_s"], 1e3, 1, "ms"),
-                    fmt_estimate(m["recovery_s"], 1.0, 1, "s"),
+                    _mark(fmt_estimate(m["window_ttft_mean_s"], unit="s"), is_open),
+                    _mark(fmt_estimate(m["window_tpot_mean_s"], 1e3, 1, "ms"), is_open),
+                    _mark(fmt_estimate(m["recovery_s"], 1.0, 1, "s"), is_open),
                     fmt_estimate(m["ttft_mean_s"], unit="s"),
                     fmt_estimate(m["tpot_mean_s"], 1e3, 1, "ms"),
                     _fmt_count(m["interrupted_requests"]),
@@ -313,23 +375,27 @@ def sweep_markdown(summaries: Sequence[ExperimentSummary]) -> str:
         "interrupted",
     ]
     lines += _table(header, rows)
-    comparisons = [(s.scenario, c) for s in summaries for c in s.comparisons]
+    comparisons = [(s.scenario, c, open_windows(s)) for s in summaries for c in s.comparisons]
     if comparisons:
         lines += ["", "## Against the baselines (%, negative = better)", ""]
-        rows = [
-            [
-                name,
-                c.policy,
-                c.baseline,
-                fmt_change(c.changes.get("ttft")),
-                fmt_paper(c.paper.get("ttft")),
-                fmt_change(c.changes.get("tpot")),
-                fmt_paper(c.paper.get("tpot")),
-                fmt_change(c.changes.get("recovery")),
-                fmt_paper(c.paper.get("recovery")),
-            ]
-            for name, c in comparisons
-        ]
+        rows = []
+        for name, c, still_open in comparisons:
+            is_open = c.policy in still_open or c.baseline in still_open
+            rows.append(
+                [
+                    name,
+                    c.policy,
+                    c.baseline,
+                    _mark(fmt_change(c.changes.get("ttft")), is_open),
+                    fmt_paper(c.paper.get("ttft")),
+                    _mark(fmt_change(c.changes.get("tpot")), is_open),
+                    fmt_paper(c.paper.get("tpot")),
+                    _mark(fmt_change(c.changes.get("recovery")), is_open),
+                    fmt_paper(c.paper.get("recovery")),
+                ]
+            )
         header = ["scenario", "policy", "vs", "TTFT", "paper", "TPOT", "paper", "recovery", "paper"]
         lines += _table(header, rows)
+    warnings = [(s.scenario, open_window_warning(s)) for s in summaries]
+    lines += [f"\n**Warning** ({name}): {w}." for name, w in warnings if w]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -44,7 +45,7 @@ def summary_panel(s: ScenarioSummary) -> Panel:
     t.add_row(
         "engine",
         f"compute {s.compute_efficiency:.3f}, memory {s.memory_efficiency:.3f} of peak:"
-        f" {s.calibration}",
+        f" {escape(s.calibration)}",
     )
     t.add_row(
         "KV per token", f"{s.kv_bytes_per_token:,} bytes ({s.kv_bytes_per_token / 1024:.0f} KiB)"
@@ -85,5 +86,8 @@ def summary_panel(s: ScenarioSummary) -> Panel:
     else:
         t.add_row("failures", "none")
     t.add_row("policies", ", ".join(s.policies))
-    body = Group(s.description, "", t) if s.description else t
-    return Panel(body, title=f"[bold]{s.name}[/bold]", subtitle=s.source, expand=False)
+    # Names, descriptions and paths are user text: escaped, never read as rich markup.
+    body = Group(escape(s.description), "", t) if s.description else t
+    return Panel(
+        body, title=f"[bold]{escape(s.name)}[/bold]", subtitle=escape(s.source), expand=False
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -41,7 +42,7 @@ def _check(ref: str) -> LoadedScenario:
 
 
 def _report_error(exc: ScenarioError) -> None:
-    err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
 
 def validate(
@@ -68,7 +69,8 @@ def validate(
         s = loaded.scenario
         c = s.cluster
         out.print(
-            f"[green]ok[/green] {s.name} ({loaded.source}): {c.workers} x {c.model}"
+            f"[green]ok[/green] {escape(s.name)} ({escape(str(loaded.source))}):"
+            f" {c.workers} x {c.model}"
             f" on {c.tensor_parallel} x {c.hardware}, {s.workload.num_requests:,} requests,"
             f" {len(s.failures.events)} failure event(s)",
             highlight=False,
@@ -108,9 +110,9 @@ def list_bundled() -> None:
         try:
             s = load_scenario(path).scenario
         except ScenarioError as exc:
-            table.add_row(name, "-", "-", f"[red]invalid: {exc}[/red]")
+            table.add_row(escape(name), "-", "-", f"[red]invalid: {escape(str(exc))}[/red]")
             continue
-        table.add_row(name, str(s.cluster.workers), s.cluster.model, s.description)
+        table.add_row(escape(name), str(s.cluster.workers), s.cluster.model, escape(s.description))
     out.print(table)
 
 

@@ -6,6 +6,7 @@ can consume it; failures print the server's status code and detail and exit 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lumen.planner.builders import PlacementOptions
 from lumen.planner.decisions import (
@@ -24,9 +26,19 @@ from lumen.planner.decisions import (
 )
 from lumen.planner.domain import Request
 from lumen.planner.service.auth import read_token
+from lumen.planner.service.budget import (
+    DEFAULT_MAX_PROBLEM_BYTES,
+    DEFAULT_MAX_PROBLEM_SECONDS,
+    ProblemBudget,
+)
 from lumen.planner.service.client import PlannerClient, PlannerError
 from lumen.planner.service.controller import DEFAULT_METHODS, ControllerConfig
-from lumen.planner.service.server import ServerConfig, create_server, serve
+from lumen.planner.service.server import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ServerConfig,
+    create_server,
+    serve,
+)
 from lumen.planner.solve import methods
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import LoadedScenario, load_scenario
@@ -79,14 +91,31 @@ def _load(scenario: str) -> LoadedScenario:
     try:
         return load_scenario(scenario)
     except ScenarioError as exc:
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
 
 
 def _check_method(kind: str, name: str | None) -> None:
     if name is not None and name not in methods(kind):
-        err.print(f"error: unknown {kind} method {name!r}; choose from {', '.join(methods(kind))}")
+        err.print(
+            f"error: unknown {kind} method {escape(repr(name))};"
+            f" choose from {', '.join(methods(kind))}",
+            highlight=False,
+        )
         raise typer.Exit(2)
+
+
+def _method_option(kind: str, own: str) -> Any:
+    """``--KIND-method``: the backend for calls that name none and for ``own``."""
+    label = "Draft-pairing" if kind == "pairing" else kind.capitalize()
+    return typer.Option(
+        None,
+        f"--{kind}-method",
+        help=f"{label} backend for calls that name none and for {own}"
+        f" (default {DEFAULT_METHODS[kind]}; one of {', '.join(methods(kind))}).",
+    )
 
 
 def serve_cmd(
@@ -97,21 +126,55 @@ def serve_cmd(
         None, "--token-file", help="Require 'authorization: Bearer <token>' with this token."
     ),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics here."
+        None,
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus /metrics on this port of the --address host (0: any free port;"
+        " the port is printed).",
     ),
     scenario: str = typer.Option(
         "paper-8w-qwen3-14b", "--scenario", help="Scenario whose cost model and settings to use."
     ),
-    placement_method: str | None = typer.Option(None, "--placement-method"),
-    recovery_method: str | None = typer.Option(None, "--recovery-method"),
-    pairing_method: str | None = typer.Option(None, "--pairing-method"),
+    placement_method: str | None = _method_option("placement", "the service's own plans"),
+    recovery_method: str | None = _method_option("recovery", "the plans after a failure"),
+    pairing_method: str | None = _method_option("pairing", "the plans after a failure"),
     time_limit: float = typer.Option(
         1.0, "--time-limit", min=0.001, help="Default solver limit (seconds)."
     ),
     reoptimize_interval: float | None = typer.Option(
         None, "--reoptimize-interval", min=0.001, help="Re-optimize placement every S seconds."
     ),
-    max_workers: int = typer.Option(64, "--max-workers", min=2, help="Handler threads."),
+    max_workers: int = typer.Option(
+        64, "--max-workers", min=4, help="Handler threads (unary calls, streams, health)."
+    ),
+    max_streams: int | None = typer.Option(
+        None,
+        "--max-streams",
+        min=1,
+        help="Open WatchPlans streams allowed; beyond: RESOURCE_EXHAUSTED (default: half of"
+        " --max-workers, at most --max-workers - 2).",
+    ),
+    max_message_mib: float = typer.Option(
+        DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+        "--max-message-mib",
+        min=0.001,
+        help="Largest message received or sent (MiB); beyond: RESOURCE_EXHAUSTED.",
+    ),
+    max_problem_mib: float = typer.Option(
+        DEFAULT_MAX_PROBLEM_BYTES / 2**20,
+        "--max-problem-mib",
+        min=1,
+        help="Most memory one planning problem may need by the service's estimate (MiB);"
+        " beyond: RESOURCE_EXHAUSTED before anything is built.",
+    ),
+    max_problem_seconds: float = typer.Option(
+        DEFAULT_MAX_PROBLEM_SECONDS,
+        "--max-problem-seconds",
+        min=0.001,
+        help="Most time posing one planning problem may take by the service's estimate;"
+        " beyond: RESOURCE_EXHAUSTED.",
+    ),
 ) -> None:
     """Run the planner gRPC service until SIGTERM (graceful stop)."""
     if (tls_cert is None) != (tls_key is None):
@@ -128,7 +191,7 @@ def serve_cmd(
         try:
             token = read_token(token_file)
         except (OSError, ValueError) as exc:
-            err.print(f"error: --token-file: {exc}")
+            err.print(f"error: --token-file: {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
     config = controller_config(
         _load(scenario),
@@ -137,6 +200,12 @@ def serve_cmd(
         pairing_method=pairing_method,
         time_limit_s=time_limit,
         reoptimize_interval_s=reoptimize_interval,
+    )
+    config = dataclasses.replace(
+        config,
+        budget=ProblemBudget(
+            max_bytes=int(max_problem_mib * 2**20), max_seconds=max_problem_seconds
+        ),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -149,13 +218,23 @@ def serve_cmd(
                 token=token,
                 metrics_port=metrics_port,
                 max_workers=max_workers,
+                max_streams=max_streams,
+                max_message_bytes=int(max_message_mib * 2**20),
             ),
         )
     except (OSError, RuntimeError, ValueError) as exc:
-        err.print(f"error: cannot serve on {address}: {exc}")
+        err.print(f"error: cannot serve on {escape(address)}: {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     print(f"lumen planner listening on port {port}", flush=True)
-    serve(server)
+
+    def on_ready() -> None:
+        if server.metrics_port is not None:
+            host = server.config.metrics_host
+            print(
+                f"lumen planner metrics on http://{host}:{server.metrics_port}/metrics", flush=True
+            )
+
+    serve(server, on_ready)
 
 
 # -- lumen plan ------------------------------------------------------------------------------------
@@ -176,7 +255,7 @@ def _plan_root(
         token = read_token(token_file) if token_file is not None else None
         roots = tls_ca.read_bytes() if tls_ca is not None else None
     except (OSError, ValueError) as exc:
-        err.print(f"error: {exc}")
+        err.print(f"error: {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     ctx.obj = PlannerClient(address, token=token, root_certificates=roots, timeout_s=timeout)
     ctx.call_on_close(ctx.obj.close)
@@ -196,7 +275,7 @@ def _outcome(status: Status, plan: Decision | None) -> None:
 
 
 def _fail(exc: PlannerError) -> typer.Exit:
-    err.print(f"error: {exc.code}: {exc.details}", highlight=False, soft_wrap=True)
+    err.print(f"error: {exc.code}: {escape(exc.details)}", highlight=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -204,7 +283,10 @@ def _ids(text: str, option: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()] if text else []
     except ValueError:
-        err.print(f"error: {option}: expected comma-separated integers, got {text!r}")
+        err.print(
+            f"error: {option}: expected comma-separated integers, got {escape(repr(text))}",
+            highlight=False,
+        )
         raise typer.Exit(2) from None
 
 

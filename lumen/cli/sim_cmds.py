@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from lumen.analysis.sim_tables import OPEN, open_window_warning, open_windows
 from lumen.scenarios.loader import ScenarioError
 from lumen.scenarios.resolve import LoadedScenario, load_scenario
 from lumen.simulator.experiment import (
@@ -197,7 +198,9 @@ def simulate(
     except OSError as exc:
         raise _fail(f"cannot write results to {str(out_dir)!r}: {exc.strerror or exc}", 1) from None
     out.print(headline_table(experiment.summary))
-    out.print(f"wrote {out_dir}{os.sep}: " + ", ".join(p.name for p in files.values()))
+    warn_open_windows(experiment.summary)
+    written = ", ".join(p.name for p in files.values())
+    out.print(f"wrote {escape(str(out_dir))}{os.sep}: {escape(written)}", highlight=False)
 
 
 def _warn_failures_outside(loaded: LoadedScenario, seed: int, requests: int | None) -> None:
@@ -207,7 +210,8 @@ def _warn_failures_outside(loaded: LoadedScenario, seed: int, requests: int | No
     events = scenario_failures(loaded, trace, seed)
     if not any(f.at_s <= trace.duration_s for f in events):
         out.print(
-            f"[yellow]note:[/yellow] {loaded.scenario.name}: no failure falls within the first"
+            f"[yellow]note:[/yellow] {escape(loaded.scenario.name)}: no failure falls within"
+            " the first"
             f" {len(trace):,} requests"
             f" (they arrive within {trace.duration_s:.0f} s); ask for more with --requests",
             highlight=False,
@@ -251,7 +255,7 @@ def sweep(
             loaded, chosen, skipped, seed_list = _plan(ref, wanted, n_seeds)
             if skipped:
                 out.print(
-                    f"[yellow]note:[/yellow] {loaded.scenario.name}: not running"
+                    f"[yellow]note:[/yellow] {escape(loaded.scenario.name)}: not running"
                     f" {', '.join(skipped)} (not implemented in the simulator yet)",
                     highlight=False,
                 )
@@ -285,7 +289,11 @@ def sweep(
     (output / "sweep.md").write_text(sweep_markdown(summaries), encoding="utf-8")
     for s in summaries:
         out.print(headline_table(s))
-    out.print(f"wrote {output / 'sweep.json'} and {output / 'sweep.md'}")
+        warn_open_windows(s)
+    out.print(
+        f"wrote {escape(str(output / 'sweep.json'))} and {escape(str(output / 'sweep.md'))}",
+        highlight=False,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,7 +318,7 @@ def _paper(value: float | tuple[float, float] | None) -> str:
 def headline_table(summary: ExperimentSummary) -> Table:
     """Per policy the window TTFT/TPOT and recovery time, then each policy's change against
     each baseline with the paper's number beside it."""
-    title = f"{summary.scenario}: {len(summary.seeds)} seed(s)" + (
+    title = f"{escape(summary.scenario)}: {len(summary.seeds)} seed(s)" + (
         "" if summary.num_requests is None else f", first {summary.num_requests:,} requests"
     )
     table = Table(title=title, show_lines=False)
@@ -320,30 +328,49 @@ def headline_table(summary: ExperimentSummary) -> Table:
     table.add_column("vs", no_wrap=True, min_width=width)
     for col in ("TTFT", "paper", "TPOT", "paper", "recovery", "paper"):
         table.add_column(col, justify="right")
+    still_open = open_windows(summary)
     for p in summary.policies:
         m = summary.estimates[p]
         ttft, tpot, rec = m["window_ttft_mean_s"], m["window_tpot_mean_s"], m["recovery_s"]
+        is_open = p in still_open
         table.add_row(
             p,
             "[dim]absolute[/dim]",
-            "-" if ttft.n == 0 else f"{ttft.mean:.3f} s",
+            _open("-" if ttft.n == 0 else f"{ttft.mean:.3f} s", is_open),
             "",
-            "-" if tpot.n == 0 else f"{1e3 * tpot.mean:.1f} ms",
+            _open("-" if tpot.n == 0 else f"{1e3 * tpot.mean:.1f} ms", is_open),
             "",
-            "-" if rec.n == 0 else f"{rec.mean:.1f} s",
+            _open("-" if rec.n == 0 else f"{rec.mean:.1f} s", is_open),
             "",
         )
     for c in summary.comparisons:
         cells = []
+        is_open = c.policy in still_open or c.baseline in still_open
         for key in ("ttft", "tpot", "recovery"):
             e = c.changes[key]
-            cells += [_pct(e.mean, e.half_width, e.n), _paper(c.paper.get(key))]
+            cells += [_open(_pct(e.mean, e.half_width, e.n), is_open), _paper(c.paper.get(key))]
         table.add_row(c.policy, c.baseline, *cells)
     table.caption = (
         "Window means (recovery window against the failure-free run); changes in %,"
         " negative = better."
     )
+    if still_open:
+        table.caption += (
+            f" [yellow]{OPEN.strip()}: the recovery window was still open at the last request;"
+            " the figure covers only part of the recovery.[/yellow]"
+        )
     return table
+
+
+def _open(text: str, is_open: bool) -> str:
+    return text + OPEN if is_open and text not in ("-", "") else text
+
+
+def warn_open_windows(summary: ExperimentSummary) -> None:
+    """Print the warning about recovery windows still open at the end of a run, if any."""
+    warning = open_window_warning(summary)
+    if warning:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
 
 
 def demo_headline(

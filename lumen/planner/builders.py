@@ -8,6 +8,7 @@ simulator and ``lumen solve`` all pose exactly the same problems for the same st
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,16 @@ from lumen.planner.problems import (
     expected_tokens_per_step,
 )
 from lumen.planner.speculation import concurrent_tokens_per_step
+
+
+class BuildCancelled(Exception):
+    """Posing a problem stopped because its ``cancel`` event was set (a deadline passed or the
+    caller went away): no problem was built."""
+
+
+def _check_cancel(cancel: threading.Event | None, what: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise BuildCancelled(f"posing the {what} problem was cancelled")
 
 
 def recompute_time(cost: CostModel, tokens: int, context: int = 0, chunk: int = 1024) -> float:
@@ -53,12 +64,14 @@ def placement_problem(
     requests: Sequence[Request] | None = None,
     options: PlacementOptions | None = None,
     tpot_s: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> PlacementProblem:
     """Pose checkpoint placement for ``requests`` (default: every request in the snapshot).
 
     Budgets are net of the reservations of requests that are not being placed; restore work is
     the host->GPU copy of the request's current context; the stream rate is one token's KV per
     decode step (``tpot_s``, default: a batch-1 decode step at the request's context).
+    A set ``cancel`` event stops it with :class:`BuildCancelled`.
     """
     opts = options or PlacementOptions()
     workers = state.workers
@@ -79,6 +92,7 @@ def placement_problem(
     )
 
     def stream_rate(r: Request) -> float:
+        _check_cancel(cancel, "placement")
         step = tpot_s if tpot_s is not None else cost.decode_step_time(1, r.context_tokens)
         return kv / step
 
@@ -105,12 +119,14 @@ def recovery_problem(
     failed: Sequence[int],
     reload_s: float | None = None,
     chunk: int = 1024,
+    cancel: threading.Event | None = None,
 ) -> RecoveryProblem:
     """Pose failure-time recovery for the requests whose home is in ``failed``.
 
     Machines are the serving survivors (ready now; their queue is delayed by recovery work put
     ahead of it) and the failed workers themselves as recovering machines, ready after a full
     reload (``reload_s``, default from the cost model) with an empty queue and all their KV free.
+    A set ``cancel`` event stops it (checked once per request) with :class:`BuildCancelled`.
     """
     failed_set = set(failed)
     for f in failed_set:
@@ -123,8 +139,10 @@ def recovery_problem(
     capacity = cost.gpu_kv_capacity_tokens()
     interrupted = [r for r in state.requests.values() if r.home in failed_set]
     n, m = len(interrupted), len(machines)
+    _check_cancel(cancel, "recovery")
     times = np.full((n, m, 4), np.inf)
     for i, r in enumerate(interrupted):
+        _check_cancel(cancel, "recovery")
         ctx = r.context_tokens
         full = recompute_time(cost, ctx, 0, chunk)
         holder = r.checkpoint_holder
@@ -172,6 +190,7 @@ def pairing_problem(
     *,
     concurrent: bool = True,
     parallel_load: bool = True,
+    cancel: threading.Event | None = None,
 ) -> PairingProblem:
     """Pose draft pairing: the decode seconds a recovering worker's draft saves each survivor.
 
@@ -196,6 +215,7 @@ def pairing_problem(
     saved = np.zeros((len(rec), len(survivors)))
     waits = []
     for s, w in enumerate(survivors):
+        _check_cancel(cancel, "pairing")
         reqs = state.requests_on(w.id)
         load = state.load(w.id)
         waits.append(load.waiting_time_s)

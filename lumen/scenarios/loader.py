@@ -21,6 +21,8 @@ from lumen.scenarios.schema import Scenario
 
 #: Scenario files are small; a bigger file is almost certainly the wrong file.
 MAX_FILE_BYTES = 1 << 20
+#: Scenario files nest a few levels; deeper nesting is refused before it exhausts the stack.
+MAX_NESTING = 32
 _MAX_PROBLEMS_SHOWN = 8
 
 
@@ -41,8 +43,11 @@ class _StrictSafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also rejects duplicate keys and aliases.
 
     PyYAML silently keeps the last of two equal keys, which hides typos; aliases let a tiny file
-    expand into a huge document ("billion laughs"), and scenario files never need them.
+    expand into a huge document ("billion laughs"), and scenario files never need them. Nesting
+    deeper than :data:`MAX_NESTING` levels is refused (PyYAML's composer recurses per level).
     """
+
+    _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -50,7 +55,19 @@ class _StrictSafeLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, "aliases (*name) are not allowed in scenario files", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_NESTING:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"nested more than {MAX_NESTING} levels deep; scenario files need a few",
+                event.start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
@@ -72,6 +89,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ScenarioError(source, [_yaml_problem(exc)]) from None
     except yaml.YAMLError as exc:
         raise ScenarioError(source, [f"malformed YAML: {exc}"]) from None
+    except RecursionError:  # a shape the nesting limit does not see (e.g. in the scanner)
+        raise ScenarioError(source, ["nested too deeply to read"]) from None
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
@@ -93,7 +112,7 @@ def read_scenario_text(path: Path) -> str:
     if not path.exists():
         raise ScenarioError(source, ["no such file"])
     if not path.is_file():
-        raise ScenarioError(source, ["not a regular file"])
+        raise ScenarioError(source, [not_a_file(path)])
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ScenarioError(
@@ -103,6 +122,14 @@ def read_scenario_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ScenarioError(source, [f"not UTF-8 text (byte {exc.start})"]) from None
+
+
+def not_a_file(path: Path) -> str:
+    """Why an existing ``path`` cannot be read as a file: a directory, or a device, pipe or
+    socket (``/dev/zero`` never ends)."""
+    if path.is_dir():
+        return "is a directory, not a file"
+    return "is not a regular file (a device, pipe or socket)"
 
 
 def validate_scenario(data: Any, source: str) -> Scenario:
@@ -117,6 +144,8 @@ def validate_scenario(data: Any, source: str) -> Scenario:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(source, [_describe(err) for err in exc.errors()]) from None
+    except RecursionError:
+        raise ScenarioError(source, ["nested too deeply to validate"]) from None
 
 
 def load_scenario_file(path: Path) -> Scenario:

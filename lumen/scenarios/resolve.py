@@ -87,13 +87,25 @@ def load_scenario(ref: str | Path) -> LoadedScenario:
     """Load a scenario by path or bundled name and check the files it references."""
     path = find_scenario(ref)
     loaded = LoadedScenario(load_scenario_file(path), path)
+    problems: list[str] = []  # every problem of the file, not only the first
+    missing = False
     for field, file_ref in _file_refs(loaded.scenario):
-        loaded.trace_file(file_ref, field)
-    _check_replayable(loaded)
+        try:
+            loaded.trace_file(file_ref, field)
+        except ScenarioError as exc:
+            problems += exc.problems
+            missing = True
+    if not missing:
+        try:
+            _check_replayable(loaded)
+        except ScenarioError as exc:
+            problems += exc.problems
     try:
         loaded.deployment  # noqa: B018 - builds and caches; raises when the model does not fit
     except ValueError as exc:
-        raise ScenarioError(str(path), [f"cluster: {exc}"]) from None
+        problems.append(f"cluster: {exc}")
+    if problems:
+        raise ScenarioError(str(path), problems)
     return loaded
 
 

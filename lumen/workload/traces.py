@@ -451,7 +451,7 @@ def resolve_trace_path(ref: str, base_dir: Path | None = None) -> Path:
     trace) or the working directory when `base_dir` is None.
 
     Raises:
-        ValueError: unknown ``@name``.
+        ValueError: unknown ``@name``, or the path is a directory or a device, pipe or socket.
         FileNotFoundError: the file does not exist.
     """
     if ref.startswith("@"):
@@ -467,6 +467,9 @@ def resolve_trace_path(ref: str, base_dir: Path | None = None) -> Path:
     relative = not path.is_absolute()
     if relative:
         path = (base_dir if base_dir is not None else Path.cwd()) / path
+    if path.exists() and not path.is_file():
+        kind = "a directory" if path.is_dir() else "a device, pipe or socket"
+        raise ValueError(f"trace file {ref!r} is {kind}, not a file ({path})")
     if not path.is_file():
         raise FileNotFoundError(
             f"trace file {ref!r} not found (looked for {path}"

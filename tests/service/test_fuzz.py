@@ -45,6 +45,7 @@ REAL = st.one_of(
 #: One flaw per snapshot (None: a well-formed one), so that calls also reach the planner.
 STATE_FLAWS = [None] * 6 + ["hardware", "state", "wait", "huge", "kv", "duplicate"]
 STATE_FLAWS += ["empty", "home", "holder", "prompt", "generated", "checkpointed", "load"]
+STATE_FLAWS += ["overfull", "no-capacity", "reserved"]
 OPTION_FLAWS = [None] * 8 + ["method", "time", "threads", "seed", "gap"]
 
 
@@ -69,7 +70,7 @@ def cluster_states(draw: st.DrawFn) -> pb.ClusterState:
             queue_length=draw(st.integers(0, 20)),
             waiting_time_ms=draw(st.floats(0, 1e4)),
             gpu_kv_used_tokens=draw(st.integers(0, 10**5)),
-            gpu_kv_capacity_tokens=draw(st.integers(0, 3 * 10**5)),
+            gpu_kv_capacity_tokens=draw(st.integers(10**5, 3 * 10**5)),
             host_budget_bytes=draw(st.integers(0, 10**11)),
         )
         for w in ids
@@ -97,7 +98,7 @@ def cluster_states(draw: st.DrawFn) -> pb.ClusterState:
     if workers and flaw in ("hardware", "state"):
         bad = workers[draw(st.integers(0, len(workers) - 1))]
         if flaw == "hardware":
-            bad.hardware = draw(st.sampled_from(["", "h" * 200]))
+            bad.hardware = draw(st.sampled_from(["", "h" * 200, "TPU"]))
         else:
             bad.state = _worker_state(draw(st.sampled_from([0, 99])))
     if flaw == "wait" and ids:
@@ -107,6 +108,14 @@ def cluster_states(draw: st.DrawFn) -> pb.ClusterState:
         setattr(
             load, draw(st.sampled_from(["gpu_kv_capacity_tokens", "host_budget_bytes"])), 2**64 - 1
         )
+    if flaw in ("overfull", "no-capacity", "reserved") and ids:
+        load = state.loads[ids[0]]
+        if flaw == "overfull":
+            load.gpu_kv_used_tokens = load.gpu_kv_capacity_tokens + 1
+        elif flaw == "no-capacity":
+            load.gpu_kv_capacity_tokens = load.gpu_kv_used_tokens = 0
+        else:
+            load.host_reserved_bytes = load.host_budget_bytes + 1
     if flaw == "kv":
         state.kv_bytes_per_token = draw(st.sampled_from([0, 2**33, 2**64 - 1]))
     if flaw == "load":
@@ -278,13 +287,13 @@ def test_oversized_and_extreme_snapshots_are_refused_with_the_field(server: Plan
         stub = planner_stub(channel)
         many = pb.ClusterState(
             workers=[
-                pb.Worker(id=k, hardware="h", state=pb.WORKER_STATE_SERVING)
+                pb.Worker(id=k, hardware="A800-80GB", state=pb.WORKER_STATE_SERVING)
                 for k in range(wire.MAX_WORKERS + 1)
             ],
             kv_bytes_per_token=1,
         )
         huge_context = pb.ClusterState(
-            workers=[pb.Worker(id=0, hardware="h", state=pb.WORKER_STATE_SERVING)],
+            workers=[pb.Worker(id=0, hardware="H200", state=pb.WORKER_STATE_SERVING)],
             requests=[pb.RequestState(id=0, home_worker=0, prompt_tokens=2**32 - 1, max_tokens=1)],
             kv_bytes_per_token=1,
         )

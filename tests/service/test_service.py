@@ -13,7 +13,7 @@ import pytest
 from lumen.planner.builders import recovery_problem
 from lumen.planner.costmodel import CostModel
 from lumen.planner.decisions import RecoveryDecision, recovery_decision
-from lumen.planner.domain import Request
+from lumen.planner.domain import Request, WorkerState
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 from lumen.planner.service.client import PlannerClient, PlannerError
 from lumen.planner.service.controller import Controller, ControllerConfig
@@ -54,7 +54,8 @@ def test_every_rpc_answers_on_the_reported_state(served: Served) -> None:
     for rid, holder in exact.plan.holder_by_request.items():
         home = small_state().request(rid).home
         assert holder != home and holder // 2 != home // 2  # another node
-    pairing = client.plan_pairing(recovering=[1], acceptance_rate=0.7, depth=3)
+    reloading = small_state().with_worker_state(1, WorkerState.RELOADING)
+    pairing = client.plan_pairing(reloading, recovering=[1], acceptance_rate=0.7, depth=3)
     assert pairing.plan is not None and pairing.status.termination is Termination.OPTIMAL
     placed = client.place_request(Request(10, 0, 200, 0, 200))
     assert placed.holder == 3
@@ -109,23 +110,23 @@ def test_bad_snapshots_name_the_field_path(served: Served) -> None:
         "state.workers": pb.ClusterState(kv_bytes_per_token=1),
         "state.workers[1].id": pb.ClusterState(
             workers=[
-                pb.Worker(id=0, hardware="h", state=pb.WORKER_STATE_SERVING),
-                pb.Worker(id=0, hardware="h", state=pb.WORKER_STATE_SERVING),
+                pb.Worker(id=0, hardware="H200", state=pb.WORKER_STATE_SERVING),
+                pb.Worker(id=0, hardware="H200", state=pb.WORKER_STATE_SERVING),
             ],
             kv_bytes_per_token=1,
         ),
         "state.requests[0].home_worker": pb.ClusterState(
-            workers=[pb.Worker(id=0, hardware="h", state=pb.WORKER_STATE_SERVING)],
+            workers=[pb.Worker(id=0, hardware="H200", state=pb.WORKER_STATE_SERVING)],
             requests=[pb.RequestState(id=1, home_worker=5, prompt_tokens=1, max_tokens=1)],
             kv_bytes_per_token=1,
         ),
         "state.loads[0].waiting_time_ms": pb.ClusterState(
-            workers=[pb.Worker(id=0, hardware="h", state=pb.WORKER_STATE_SERVING)],
+            workers=[pb.Worker(id=0, hardware="H200", state=pb.WORKER_STATE_SERVING)],
             loads={0: pb.WorkerLoad(waiting_time_ms=float("inf"))},
             kv_bytes_per_token=1,
         ),
         "state.workers[0].state": pb.ClusterState(
-            workers=[pb.Worker(id=0, hardware="h")], kv_bytes_per_token=1
+            workers=[pb.Worker(id=0, hardware="H200")], kv_bytes_per_token=1
         ),
     }
     for path, state in cases.items():

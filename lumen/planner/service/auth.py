@@ -1,9 +1,10 @@
 """Bearer-token check for the planner server (a gRPC server interceptor).
 
 A call must carry ``authorization: Bearer <token>`` metadata; otherwise it ends with
-UNAUTHENTICATED before reaching the servicer. Health checks are exempt so that load balancers
-and orchestrators can probe the server without the token; the token is compared in constant
-time.
+UNAUTHENTICATED before reaching the servicer, and before its request is decoded (the refusing
+handler takes the raw bytes, which the server's message-size cap bounds). Health checks are
+exempt so that load balancers and orchestrators can probe the server without the token; the
+token is compared in constant time.
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ def _refusing(handler: Any) -> Any:
     )
     for attr, make in kinds:
         if getattr(handler, attr) is not None:
-            return make(
-                _deny,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            # No request deserializer: the refused request is never decoded.
+            return make(_deny, response_serializer=handler.response_serializer)
     return handler

@@ -27,7 +27,10 @@ their own snapshot work. Plan sequence numbers restart at 1, so a subscriber who
 resubscribes with ``after_sequence = 0``.
 
 Solves never hold the controller's lock: they read an immutable snapshot and the result is
-applied afterwards only if the view was not replaced in between.
+applied afterwards only if the view was not replaced in between. Every problem is sized from
+the snapshot before it is built (:mod:`lumen.planner.service.budget`): one above the budget is
+refused with :class:`~lumen.planner.service.budget.TooLarge`, and building stops with
+:class:`OutOfTime` once the solve's cancel event is set (the call's deadline or cancellation).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lumen.planner.builders import (
+    BuildCancelled,
     PlacementOptions,
     pairing_problem,
     placement_problem,
@@ -64,8 +68,17 @@ from lumen.planner.decisions import (
 )
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
 from lumen.planner.placement_state import PLACEMENT_RULES, PlacementState
+from lumen.planner.problems import PairingProblem, PlacementProblem, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 from lumen.planner.service.broadcast import PlanBroadcaster, Subscription
+from lumen.planner.service.budget import (
+    ProblemBudget,
+    TooLarge,
+    estimate,
+    pairing_cells,
+    placement_cells,
+    recovery_cells,
+)
 from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady, OutOfTime
 from lumen.planner.solve import Problem, methods, solve
 
@@ -76,6 +89,9 @@ log = logging.getLogger(__name__)
 DEFAULT_METHODS = {"placement": "greedy", "recovery": "greedy", "pairing": "matching"}
 
 SolveHook = Callable[[str, SolveResult[Any]], None]
+#: Called with (problem kind, reason) when a problem is not solved: ``too_large`` (refused by
+#: the budget before building) or ``cancelled`` (building stopped by the cancel event).
+AbandonHook = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,8 @@ class ControllerConfig:
     max_time_limit_s: float = 600.0
     #: Re-optimize placement this often (None: place on arrival only).
     reoptimize_interval_s: float | None = None
+    #: The most memory and build time one problem may need (lumen/planner/service/budget.py).
+    budget: ProblemBudget = field(default_factory=ProblemBudget)
 
     def __post_init__(self) -> None:
         for kind, name in self.methods.items():
@@ -116,10 +134,16 @@ class ControllerConfig:
 class Controller:
     """Cluster state, incremental placement, re-optimization, failure plans (module docstring)."""
 
-    def __init__(self, config: ControllerConfig, on_solve: SolveHook | None = None) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        on_solve: SolveHook | None = None,
+        on_abandon: AbandonHook | None = None,
+    ) -> None:
         self.config = config
         self.broadcaster = PlanBroadcaster()
         self._on_solve = on_solve
+        self._on_abandon = on_abandon
         self._lock = threading.Lock()
         self._stop = threading.Event()
         # The view: the last snapshot's workers and loads, requests kept in a dict so that a
@@ -253,6 +277,8 @@ class Controller:
                 pairing = self.plan_pairing(state, failed, None, None, "", settings)
                 if pairing.plan is not None:
                     self._publish(pairing.plan, pairing.status, version)
+        except (OutOfTime, TooLarge) as exc:
+            log.warning("no plan after the failure of workers %s: %s", failed, exc)
         except Exception:  # a background job has nobody to report to but the log
             log.exception("planning after the failure of workers %s failed", failed)
 
@@ -273,6 +299,31 @@ class Controller:
                 f"unknown {kind} method {method!r}; choose from {', '.join(methods(kind))}",
             )
         return method
+
+    def _pose(
+        self,
+        kind: str,
+        method: str,
+        cells: tuple[int, int],
+        build: Callable[[], Problem],
+    ) -> Problem:
+        """Check the problem's estimated size against the budget, then build it; refusals and
+        cancelled builds are reported to the abandon hook."""
+        try:
+            estimate(kind, self._method(kind, method), *cells).check(self.config.budget)
+        except TooLarge:
+            self._abandoned(kind, "too_large")
+            raise
+        try:
+            return build()
+        except BuildCancelled as exc:
+            self._abandoned(kind, "cancelled")
+            raise OutOfTime(f"{kind}: {exc} (deadline passed or call cancelled)") from None
+
+    def _abandoned(self, kind: str, reason: str) -> None:
+        log.warning("%s problem abandoned: %s", kind, reason)
+        if self._on_abandon is not None:
+            self._on_abandon(kind, reason)
 
     def _solve(
         self, kind: str, problem: Problem, method: str, settings: SolveSettings
@@ -304,7 +355,19 @@ class Controller:
             if request_ids
             else list(state.requests.values())
         )
-        problem = placement_problem(state, self.config.cost, chosen, options or self._options())
+        problem = self._pose(
+            "placement",
+            method,
+            placement_cells(state, len(chosen)),
+            lambda: placement_problem(
+                state,
+                self.config.cost,
+                chosen,
+                options or self._options(),
+                cancel=settings.cancel,
+            ),
+        )
+        assert isinstance(problem, PlacementProblem)
         result = self._solve("placement", problem, method, settings)
         plan = None
         if result.plan is not None:
@@ -324,9 +387,19 @@ class Controller:
         workers)."""
         state = state if state is not None else self._current("state")
         failed = _failed_or_default(state, failed)
-        problem = recovery_problem(
-            state, self.config.cost, failed, chunk=self.config.prefill_chunk_tokens
+        problem = self._pose(
+            "recovery",
+            method,
+            recovery_cells(state, failed),
+            lambda: recovery_problem(
+                state,
+                self.config.cost,
+                failed,
+                chunk=self.config.prefill_chunk_tokens,
+                cancel=settings.cancel,
+            ),
         )
+        assert isinstance(problem, RecoveryProblem)
         result = self._solve("recovery", problem, method, settings)
         plan = None if result.plan is None else recovery_decision(problem, result.plan)
         return Outcome(Status.of(result), plan)
@@ -346,19 +419,27 @@ class Controller:
         state = state if state is not None else self._current("state")
         if recovering:
             _check_ids("recovering_workers", recovering, {w.id for w in state.workers}, "worker")
+            _check_not_serving(state, recovering)
         else:
             recovering = [w.id for w in state.workers if w.state.recovering]
             if not recovering:
                 raise InvalidField(
                     "recovering_workers", "empty, and the state has no recovering worker"
                 )
-        problem = pairing_problem(
-            state,
-            self.config.cost,
-            recovering,
-            self.config.acceptance_rate if acceptance_rate is None else acceptance_rate,
-            self.config.depth if depth is None else depth,
+        problem = self._pose(
+            "pairing",
+            method,
+            pairing_cells(state, recovering),
+            lambda: pairing_problem(
+                state,
+                self.config.cost,
+                recovering,
+                self.config.acceptance_rate if acceptance_rate is None else acceptance_rate,
+                self.config.depth if depth is None else depth,
+                cancel=settings.cancel,
+            ),
         )
+        assert isinstance(problem, PairingProblem)
         result = self._solve("pairing", problem, method, settings)
         plan = None if result.plan is None else pairing_decision(problem, result.plan)
         return Outcome(Status.of(result), plan)
@@ -470,11 +551,19 @@ class Controller:
         chosen = [r for r in state.requests.values() if state.worker(r.home).state.serves_target]
         if not chosen:
             return None
-        problem = placement_problem(state, self.config.cost, chosen, self._options())
         settings = SolveSettings(time_limit_s=self.config.time_limit_s, cancel=self._stop)
         try:
+            problem = self._pose(
+                "placement",
+                "",
+                placement_cells(state, len(chosen)),
+                lambda: placement_problem(
+                    state, self.config.cost, chosen, self._options(), cancel=self._stop
+                ),
+            )
+            assert isinstance(problem, PlacementProblem)
             result = self._solve("placement", problem, "", settings)
-        except OutOfTime:
+        except (OutOfTime, TooLarge):
             return None
         if result.plan is None:
             return None
@@ -510,6 +599,16 @@ def _check_ids(path: str, ids: Sequence[int], known: Any, what: str) -> None:
         seen.add(x)
         if x not in known:
             raise NotFound(f"{path}[{k}]", f"unknown {what} {x}")
+
+
+def _check_not_serving(state: ClusterState, recovering: Sequence[int]) -> None:
+    """Workers listed as recovering must be failed or recovering, not serving."""
+    for k, x in enumerate(recovering):
+        if state.worker(x).state.serves_target:
+            raise InvalidField(
+                f"recovering_workers[{k}]",
+                f"worker {x} is serving; list failed or recovering workers only",
+            )
 
 
 def _failed_or_default(state: ClusterState, failed: Sequence[int]) -> list[int]:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the planner service: RPCs, solves, the view, served over HTTP.
+"""Prometheus metrics of the planner service: RPCs, streams, solves, the view, over HTTP.
 
 Each server owns its :class:`ServiceMetrics` with a private registry (tests and benchmarks run
 several servers in one process; the global default registry would refuse the second).
@@ -14,6 +14,7 @@ from lumen.planner.result import SolveResult
 from lumen.telemetry import MetricsEndpoint
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_STREAM_BUCKETS = (0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 _GAP_BUCKETS = (0.0, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -31,9 +32,22 @@ class ServiceMetrics(MetricsEndpoint):
         )
         self.rpc_latency = Histogram(
             "lumen_planner_rpc_latency_seconds",
-            "RPC handling time (streams: time subscribed)",
+            "Unary RPC handling time",
             ["method"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stream_lifetime = Histogram(
+            "lumen_planner_stream_seconds",
+            "How long server streams stayed open",
+            ["method"],
+            buckets=_STREAM_BUCKETS,
+            registry=r,
+        )
+        self.abandoned = Counter(
+            "lumen_planner_problems_abandoned",
+            "Problems not solved: refused as too large, or building cancelled",
+            ["problem", "reason"],
             registry=r,
         )
         self.solves = Counter(
@@ -64,6 +78,14 @@ class ServiceMetrics(MetricsEndpoint):
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         self.rpcs.labels(method, code).inc()
         self.rpc_latency.labels(method).observe(seconds)
+
+    def observe_stream(self, method: str, code: str, seconds: float) -> None:
+        """A server stream that ended with ``code`` after ``seconds`` open."""
+        self.rpcs.labels(method, code).inc()
+        self.stream_lifetime.labels(method).observe(seconds)
+
+    def observe_abandoned(self, problem: str, reason: str) -> None:
+        self.abandoned.labels(problem, reason).inc()
 
     def observe_solve(self, problem: str, result: SolveResult[Any]) -> None:
         self.solves.labels(problem, result.method, result.termination.value).inc()

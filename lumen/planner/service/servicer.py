@@ -4,10 +4,17 @@ Every RPC is proto -> domain (:mod:`lumen.planner.service.wire`, which validates
 offending field) -> controller -> proto. Errors become status codes in one table,
 :data:`STATUS_CODES`; anything else is a bug and becomes INTERNAL without leaking a traceback.
 
-Deadlines and cancellation reach the solver: the solve's time limit is the smaller of the time
-limit asked for (or the planner's default) and the call's remaining deadline minus a reserve for
-building and sending the answer; the call's termination (client cancel, deadline, disconnect)
-sets the solve's cancel event, which the exact backends poll.
+Every method is registered with raw-bytes deserializers and decodes its request itself (after
+the bearer-token interceptor has let the call through): bytes that are no valid message end with
+INVALID_ARGUMENT and one log line, never with INTERNAL and a traceback. Open WatchPlans streams
+are capped (``max_streams``) below the server's handler threads, so that unary calls and health
+checks always find a thread; the stream beyond the cap gets RESOURCE_EXHAUSTED.
+
+Deadlines and cancellation reach the solver and the problem builders: the solve's time limit
+is the smaller of the time limit asked for (or the planner's default) and the call's remaining
+deadline minus a reserve for building and sending the answer; the call's termination (client
+cancel, deadline, disconnect) sets the solve's cancel event, which the exact backends and the
+problem builders poll.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from lumen.planner.domain import DomainError
 from lumen.planner.problems import ProblemError
 from lumen.planner.result import SolveSettings
 from lumen.planner.service import wire
+from lumen.planner.service.budget import TooLarge
 from lumen.planner.service.controller import Controller
 from lumen.planner.service.errors import (
     AlreadyExists,
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 
 #: Domain error -> status code; the first matching row wins (subclasses before bases).
 STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (InvalidField, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
@@ -57,6 +66,8 @@ DEADLINE_RESERVE_S = 0.005
 MIN_SOLVE_S = 0.001
 #: How often an idle WatchPlans stream checks that its caller is still there.
 WATCH_POLL_S = 0.25
+#: Default cap on open WatchPlans streams.
+DEFAULT_MAX_STREAMS = 32
 
 Resp = TypeVar("Resp")
 
@@ -72,9 +83,24 @@ def status_code(exc: Exception) -> grpc.StatusCode | None:
 class PlannerServicer(pb_grpc.PlannerServicer):
     """``lumen.v1.Planner`` over a :class:`Controller`."""
 
-    def __init__(self, controller: Controller, metrics: ServiceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        metrics: ServiceMetrics | None = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ) -> None:
+        if max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
         self.controller = controller
         self.metrics = metrics
+        self.max_streams = max_streams
+        self._streams = 0
+        self._streams_lock = threading.Lock()
+
+    def observe(self, name: str, code: grpc.StatusCode, seconds: float) -> None:
+        """Count one unary call that ended with ``code``."""
+        if self.metrics is not None:
+            self.metrics.observe_rpc(name, code.name, seconds)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -94,8 +120,8 @@ class PlannerServicer(pb_grpc.PlannerServicer):
             context.abort(code, details)
             raise  # abort raises; this line is never reached
         finally:
+            self.observe(name, code, time.perf_counter() - start)
             if self.metrics is not None:
-                self.metrics.observe_rpc(name, code.name, time.perf_counter() - start)
                 self.metrics.state_version.set(self.controller.version)
 
     def _settings(self, options: pb.SolveOptions, context: grpc.ServicerContext) -> SolveSettings:
@@ -226,11 +252,22 @@ class PlannerServicer(pb_grpc.PlannerServicer):
         self, request: pb.WatchPlansRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.PlanUpdate]:
         start = time.perf_counter()
+        with self._streams_lock:
+            admitted = self._streams < self.max_streams
+            if admitted:
+                self._streams += 1
+        if not admitted:
+            self._end_stream(grpc.StatusCode.RESOURCE_EXHAUSTED, start)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many open WatchPlans streams (the service allows {self.max_streams});"
+                " retry later or close another stream",
+            )
         sub = self.controller.subscribe(request.after_sequence)
         context.add_callback(sub.close)
         if self.metrics is not None:
             self.metrics.subscribers.inc()
-        code = grpc.StatusCode.OK
+        code = grpc.StatusCode.INTERNAL  # until the stream ends one of the known ways
         try:
             while context.is_active():
                 update = sub.get(WATCH_POLL_S)
@@ -238,8 +275,8 @@ class PlannerServicer(pb_grpc.PlannerServicer):
                     yield wire.plan_update_to_proto(update)
                 elif sub.closed:
                     break
-            if sub.overflowed:
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            code = _stream_end(context, sub.overflowed)
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 context.abort(
                     code,
                     "subscriber fell behind the plan stream; resubscribe with after_sequence"
@@ -247,14 +284,96 @@ class PlannerServicer(pb_grpc.PlannerServicer):
                 )
         finally:
             sub.close()
+            with self._streams_lock:
+                self._streams -= 1
             if self.metrics is not None:
                 self.metrics.subscribers.dec()
-                self.metrics.observe_rpc("WatchPlans", code.name, time.perf_counter() - start)
+            self._end_stream(code, start)
+
+    def _end_stream(self, code: grpc.StatusCode, start: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_stream("WatchPlans", code.name, time.perf_counter() - start)
+
+
+def _stream_end(context: grpc.ServicerContext, overflowed: bool) -> grpc.StatusCode:
+    """How a WatchPlans stream ended: the subscriber fell behind, the caller's deadline passed,
+    the caller went away, or the service ended it (a graceful stop: OK)."""
+    if overflowed:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    if context.is_active():
+        return grpc.StatusCode.OK
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def add_to_server(servicer: PlannerServicer, server: Any) -> None:
-    """Register the servicer on a ``grpc.Server``."""
-    pb_grpc.add_PlannerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    """Register the servicer on a ``grpc.Server``: every method takes raw bytes and decodes
+    them itself (:func:`_decoding`), so that a malformed message is INVALID_ARGUMENT."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in pb.DESCRIPTOR.services_by_name["Planner"].methods:
+        parse = getattr(pb, method.input_type.name).FromString
+        serialize = getattr(pb, method.output_type.name).SerializeToString
+        behavior = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _decoding_stream(method.name, parse, behavior, servicer),
+                response_serializer=serialize,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _decoding(method.name, parse, behavior, servicer),
+                response_serializer=serialize,
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
+def _decode(
+    name: str,
+    parse: Callable[[bytes], Any],
+    raw: bytes,
+    context: grpc.ServicerContext,
+    servicer: PlannerServicer,
+) -> Any:
+    """The request message, or the call ends with INVALID_ARGUMENT (logged in one line)."""
+    start = time.perf_counter()
+    try:
+        return parse(raw)
+    except Exception as exc:  # DecodeError, or a message nested too deep to parse
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        log.warning(
+            "%s: malformed request of %d bytes from %s (%s)", name, len(raw), context.peer(), reason
+        )
+        servicer.observe(name, grpc.StatusCode.INVALID_ARGUMENT, time.perf_counter() - start)
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name} message: {reason}"
+        )
+        raise  # abort raises; never reached
+
+
+def _decoding(
+    name: str,
+    parse: Callable[[bytes], Any],
+    behavior: Callable[[Any, grpc.ServicerContext], Any],
+    servicer: PlannerServicer,
+) -> Callable[[bytes, grpc.ServicerContext], Any]:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Any:
+        return behavior(_decode(name, parse, raw, context, servicer), context)
+
+    return handle
+
+
+def _decoding_stream(
+    name: str,
+    parse: Callable[[bytes], Any],
+    behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+    servicer: PlannerServicer,
+) -> Callable[[bytes, grpc.ServicerContext], Iterator[Any]]:
+    def handle(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
+        yield from behavior(_decode(name, parse, raw, context, servicer), context)
+
+    return handle
 
 
 #: Fully qualified name of the service (health checks and reflection use it).

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 
 from lumen.planner.builders import PlacementOptions
+from lumen.planner.costmodel.profiles import HARDWARE_PROFILES
 from lumen.planner.decisions import (
     Decision,
     PairingDecision,
@@ -50,6 +51,7 @@ MAX_SEED = 2**31 - 1
 MAX_ALPHA = 1e6
 MAX_DEPTH = 64
 
+_KNOWN_HARDWARE = frozenset(name.casefold() for name in HARDWARE_PROFILES)
 _WORKER_STATES = {
     pb.WORKER_STATE_SERVING: WorkerState.SERVING,
     pb.WORKER_STATE_FAILED: WorkerState.FAILED,
@@ -109,6 +111,11 @@ def worker_from_proto(msg: pb.Worker, path: str) -> Worker:
         raise InvalidField(f"{path}.hardware", "must not be empty")
     if len(msg.hardware) > MAX_HARDWARE_NAME:
         raise InvalidField(f"{path}.hardware", f"longer than {MAX_HARDWARE_NAME} characters")
+    if msg.hardware.casefold() not in _KNOWN_HARDWARE:
+        raise InvalidField(
+            f"{path}.hardware",
+            f"unknown hardware {msg.hardware!r}; known: {', '.join(sorted(HARDWARE_PROFILES))}",
+        )
     state = _WORKER_STATES.get(msg.state)
     if state is None:
         raise InvalidField(
@@ -117,7 +124,9 @@ def worker_from_proto(msg: pb.Worker, path: str) -> Worker:
     return Worker(msg.id, msg.node, msg.hardware, state)
 
 
-def load_from_proto(msg: pb.WorkerLoad, path: str) -> WorkerLoad:
+def load_from_proto(msg: pb.WorkerLoad, path: str, *, serving: bool = True) -> WorkerLoad:
+    """A worker's load; a serving worker's must have KV capacity (a failed or reloading one
+    may report an empty load)."""
     _finite(f"{path}.waiting_time_ms", msg.waiting_time_ms, 0.0, MAX_WAIT_MS)
     for name, bound in (
         ("queue_length", MAX_REQUESTS),
@@ -127,6 +136,20 @@ def load_from_proto(msg: pb.WorkerLoad, path: str) -> WorkerLoad:
         ("host_reserved_bytes", MAX_BYTES),
     ):
         _at_most(f"{path}.{name}", getattr(msg, name), bound)
+    if serving and msg.gpu_kv_capacity_tokens < 1:
+        raise InvalidField(f"{path}.gpu_kv_capacity_tokens", "must be >= 1 for a serving worker")
+    if msg.gpu_kv_used_tokens > msg.gpu_kv_capacity_tokens:
+        raise InvalidField(
+            f"{path}.gpu_kv_used_tokens",
+            f"must be <= gpu_kv_capacity_tokens ({msg.gpu_kv_capacity_tokens}),"
+            f" got {msg.gpu_kv_used_tokens}",
+        )
+    if msg.host_reserved_bytes > msg.host_budget_bytes:
+        raise InvalidField(
+            f"{path}.host_reserved_bytes",
+            f"must be <= host_budget_bytes ({msg.host_budget_bytes}),"
+            f" got {msg.host_reserved_bytes}",
+        )
     return WorkerLoad(
         queue_length=msg.queue_length,
         waiting_time_s=msg.waiting_time_ms / 1e3,
@@ -203,11 +226,12 @@ def cluster_state_from_proto(msg: pb.ClusterState, path: str = "state") -> Clust
             raise InvalidField(f"{path}.workers[{k}].id", f"duplicate worker id {w.id}")
         known.add(w.id)
         workers.append(worker_from_proto(w, f"{path}.workers[{k}]"))
+    serves = {w.id: w.state.serves_target for w in workers}
     loads: dict[int, WorkerLoad] = {}
     for wid in sorted(msg.loads):
         if wid not in known:
             raise InvalidField(f"{path}.loads[{wid}]", f"unknown worker {wid}")
-        loads[wid] = load_from_proto(msg.loads[wid], f"{path}.loads[{wid}]")
+        loads[wid] = load_from_proto(msg.loads[wid], f"{path}.loads[{wid}]", serving=serves[wid])
     requests: dict[int, Request] = {}
     for k, r in enumerate(msg.requests):
         at = f"{path}.requests[{k}]"
@@ -455,7 +479,9 @@ def cluster_state_to_proto(state: ClusterState) -> pb.ClusterState:
 
 
 def _loads_to_proto(loads: Mapping[int, WorkerLoad]) -> dict[int, pb.WorkerLoad]:
-    return {wid: load_to_proto(load) for wid, load in loads.items()}
+    """Loads that say something: an empty load is the same as none on the wire."""
+    empty = WorkerLoad()
+    return {wid: load_to_proto(load) for wid, load in loads.items() if load != empty}
 
 
 def ids(values: Iterable[int]) -> list[int]:

@@ -1,0 +1,135 @@
+"""An oversized planning problem against a running planner service: memory and time it costs.
+
+    python benchmarks/bench_hostile_problem.py                       # 8,192 workers x 20,000
+    python benchmarks/bench_hostile_problem.py --workers 1024 --requests 5000 --deadline 3
+    python benchmarks/bench_hostile_problem.py --quick       # 1,024 workers x 2,000 (seconds)
+
+Starts ``lumen serve`` in its own process, sends one PlanRecovery whose interrupted requests
+(all of them: their homes are the first 16 workers, all failed) meet every machine, with a
+deadline, and prints the status the client got and when, how long the service kept using CPU
+after the call was sent (sampled every 50 ms until it stays idle for 2 s), and the service's peak
+resident memory (VmHWM) before and after the call. Extra arguments after ``--`` go to
+``lumen serve`` (e.g. ``-- --max-problem-mib 4096``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerState
+from lumen.planner.service import wire
+from lumen.proto.gen.v1 import planner_pb2 as pb
+from lumen.proto.gen.v1 import planner_pb2_grpc as pb_grpc
+
+FAILED = 16
+
+
+def hostile_state(workers: int, requests: int) -> ClusterState:
+    ws = [
+        Worker(k, k // 8, "A800-80GB", WorkerState.FAILED if k < FAILED else WorkerState.SERVING)
+        for k in range(workers)
+    ]
+    reqs = [Request(i, i % FAILED, 1000, 10, 500) for i in range(requests)]
+    return ClusterState.build(ws, reqs, {}, kv_bytes_per_token=163_840)
+
+
+def proc_status(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=8_192)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--deadline", type=float, default=3.0)
+    parser.add_argument("--watch", type=float, default=300.0, help="stop watching after S")
+    parser.add_argument("--quick", action="store_true", help="1,024 workers x 2,000 requests")
+    args, serve_args = parser.parse_known_args()
+    if args.quick:
+        args.workers, args.requests = 1_024, 2_000
+    serve_args = [a for a in serve_args if a != "--"]
+    request = pb.PlanRecoveryRequest(
+        state=wire.cluster_state_to_proto(hostile_state(args.workers, args.requests))
+    )
+    request.options.method = "greedy"
+    print(
+        f"request: {args.workers:,} workers x {args.requests:,} requests,"
+        f" {request.ByteSize() / 1e3:.0f} KB, deadline {args.deadline:g} s"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from lumen.cli import main; main()",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            *serve_args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        while "listening on port" not in line:
+            if not line:
+                raise RuntimeError("the service did not start")
+            line = proc.stdout.readline()
+        target = f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+        print(f"service idle: peak RSS {proc_status(proc.pid, 'VmHWM'):,.0f} MiB")
+        with grpc.insecure_channel(
+            target, options=[("grpc.max_send_message_length", 64 << 20)]
+        ) as channel:
+            stub = pb_grpc.PlannerStub(channel)  # type: ignore[no-untyped-call]
+            cpu0, t0 = cpu_s(proc.pid), time.perf_counter()
+            future = stub.PlanRecovery.future(request, timeout=args.deadline)
+            try:
+                future.result()
+                code = "OK"
+            except grpc.RpcError as exc:
+                code = f"{exc.code().name}: {exc.details()}"
+            answered = time.perf_counter() - t0
+            print(f"client got {code[:160]} after {answered:.2f} s")
+            last_busy, prev = time.perf_counter(), cpu_s(proc.pid)
+            while time.perf_counter() - last_busy < 2.0 and time.perf_counter() - t0 < args.watch:
+                time.sleep(0.05)
+                now = cpu_s(proc.pid)
+                if now - prev > 0.02:
+                    last_busy = time.perf_counter()
+                prev = now
+        busy = last_busy - t0
+        print(
+            f"service busy for {busy:.1f} s after the call was sent"
+            f" ({cpu_s(proc.pid) - cpu0:.1f} CPU s)"
+        )
+        print(f"service peak RSS {proc_status(proc.pid, 'VmHWM'):,.0f} MiB")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+if __name__ == "__main__":
+    main()
