@@ -101,6 +101,7 @@ class WorkerCore:
         metrics: WorkerMetrics | None = None,
         make_engine: Callable[..., Engine] = _torch_engine,
         assist_link: Callable[[int, str], AssistLink] | None = None,
+        to_host: Callable[[WeightSource], Any] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or WorkerMetrics()
@@ -122,6 +123,7 @@ class WorkerCore:
             on_stage=self.metrics.set_stage,
             assist_link=assist_link,
             auto_switch=config.auto_switch,
+            to_host=to_host,
         )
 
     @property
