@@ -305,6 +305,13 @@ class WorkerCore:
             size = engine.engine_config.block_size
             capacity = int(getattr(engine, "num_kv_blocks", 0)) * size
             used = capacity - int(getattr(engine, "num_free_blocks", 0)) * size
+        bridge = getattr(engine, "bridge", None)
+        if bridge is not None:  # the vLLM engine's KV connector
+            moved = bridge.stats()
+            self.metrics.connector_loaded_bytes.set(moved.loaded_bytes)
+            self.metrics.connector_load_seconds.set(moved.load_seconds)
+            self.metrics.connector_restored_tokens.set(moved.restored_tokens)
+            self.metrics.connector_saved_bytes.set(moved.saved_bytes)
         store = self.store.stats()
         self.metrics.queue.set(loop.waiting)
         self.metrics.running.set(loop.running)
