@@ -97,7 +97,7 @@ class PagedKVBlockIO:
 
     def _grouped(self, view: torch.Tensor) -> torch.Tensor:
         """``[num_blocks, r, H, N, C]`` view of a layer."""
-        return view.unflatten(0, (self.num_blocks, self.ratio))
+        return view.view(self.num_blocks, self.ratio, *view.shape[1:])
 
     def read_blocks(self, block_ids: Sequence[int]) -> list[bytes]:
         if not block_ids:
@@ -112,7 +112,8 @@ class PagedKVBlockIO:
                 x.permute(0, 2, 1, 3, 4).reshape(n, lay.num_kv_heads, lay.block_size, -1)
             )
         stacked = torch.stack(per_layer, 0)  # [L, n, H, bs, 2D]
-        pages = stacked.unflatten(-1, (2, lay.head_dim)).permute(1, 0, 4, 3, 2, 5).contiguous()
+        split = stacked.reshape(*stacked.shape[:-1], 2, lay.head_dim)  # [L, n, H, bs, 2, D]
+        pages = split.permute(1, 0, 4, 3, 2, 5).contiguous()
         host = torch.empty(pages.shape, dtype=pages.dtype, pin_memory=self.pin)
         host.copy_(pages, non_blocking=self.pin)
         if self.pin:

@@ -14,8 +14,9 @@ vLLM; :mod:`~lumen.executor.vllm.connector` only translates vLLM's objects into 
   the request's own tokens), rounded down to whole blocks and kept below the request's length
   (vLLM must compute at least the last token); the tail is prefilled again.
 - **Saves are whole blocks.** After a step, every block whose tokens are all computed and known
-  (never speculative tokens) is copied out once, in order; the engine loop hands the pages to the
-  checkpoint streamer, which sends them to the request's holder.
+  (never speculative tokens) is copied out once, in order, for each request that has a holder
+  (:meth:`LumenKVBridge.set_saving`); the engine loop hands the pages to the checkpoint
+  streamer, which sends them to the holder.
 - **The bridge** (:class:`LumenKVBridge`) is the in-process meeting point: the vLLM engine
   adapter offers restore pages and drains saved pages, the connector's two halves read and fill
   it. vLLM creates the connector itself, so it finds the bridge by name
@@ -82,15 +83,15 @@ def valid_restore_prefix(
     prev = ROOT_TAG
     while True:
         index = len(chain)
-        page = by_index.get(index)
-        if page is None or page.start_position != index * size or page.num_tokens != size:
+        cand = by_index.get(index)
+        if cand is None or cand.start_position != index * size or cand.num_tokens != size:
             return chain
-        if page.shape != expected_shape or page.dtype != layout.dtype or not page.verify():
+        if cand.shape != expected_shape or cand.dtype != layout.dtype or not cand.verify():
             return chain
-        if not page.matches(token_ids, prev):
+        if not cand.matches(token_ids, prev):
             return chain
-        chain.append(page)
-        prev = page.token_tag
+        chain.append(cand)
+        prev = cand.token_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,22 @@ class LumenKVBridge:
         self._lock = threading.Lock()
         self._restores: dict[str, list[KVPage]] = {}
         self._saved: dict[str, list[KVPage]] = {}
+        self._saving: set[str] = set()
         self._stats = BridgeStats()
+
+    # ---- which requests are checkpointed -----------------------------------------------------
+
+    def set_saving(self, request_id: str, saving: bool) -> None:
+        """Whether the request's completed blocks are copied out (it has a holder)."""
+        with self._lock:
+            if saving:
+                self._saving.add(request_id)
+            else:
+                self._saving.discard(request_id)
+
+    def saving(self, request_id: str) -> bool:
+        with self._lock:
+            return request_id in self._saving
 
     # ---- restores (engine adapter -> scheduler side -> worker side) --------------------------
 
@@ -205,7 +221,7 @@ class LumenKVBridge:
         new holder needs them too; they are already host pages with the right tags)."""
         with self._lock:
             pages = self._restores.pop(request_id, [])
-            if pages and not errors:
+            if pages and not errors and request_id in self._saving:
                 self._saved.setdefault(request_id, [])[:0] = pages
             s = self._stats
             self._stats = BridgeStats(
@@ -251,6 +267,7 @@ class LumenKVBridge:
         with self._lock:
             self._restores.pop(request_id, None)
             self._saved.pop(request_id, None)
+            self._saving.discard(request_id)
 
     def held_bytes(self) -> int:
         """Host bytes of restore and saved pages held now."""
@@ -394,6 +411,8 @@ class SchedulerBook:
         num_computed: int,
         num_scheduled_tokens: dict[str, int],
     ) -> None:
+        if not self.bridge.saving(request_id):
+            return  # no holder: nothing is copied out
         tokens = tracked.token_source
         # Positions whose K/V exist after this step: never beyond the known tokens, so
         # speculative tokens (maybe rejected) are never saved.

@@ -300,6 +300,12 @@ class VllmEngine(Engine):
 
     # ---- KV pages ----------------------------------------------------------------------------
 
+    def checkpoint_request(self, request_id: str, saving: bool) -> None:
+        """Copy the request's KV out for checkpoints or not (the engine loop calls this before
+        adding a request: only requests with a holder are copied)."""
+        if self._bridge is not None:
+            self._bridge.set_saving(request_id, saving)
+
     def export_kv(self, request_id: str, from_position: int = 0) -> list[KVPage]:
         """Whole pages ``LumenConnector`` copied out of vLLM for the request (ending after
         ``from_position``)."""

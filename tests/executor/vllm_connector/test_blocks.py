@@ -3,6 +3,8 @@ on CPU tensors (the same code runs on CUDA tensors with pinned staging)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -13,7 +15,7 @@ from lumen.executor.vllm.blocks import PagedKVBlockIO, layer_order, layout_of  #
 HEADS, DIM, BLOCK = 2, 3, 4
 
 
-def caches(num_blocks: int, ratio: int = 1, layers: int = 3, seed: int = 0) -> dict[str, object]:
+def caches(num_blocks: int, ratio: int = 1, layers: int = 3, seed: int = 0) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(seed)
     shape = (num_blocks * ratio, HEADS, BLOCK // ratio, 2 * DIM)
     names = [f"model.layers.{i}.self_attn.attn" for i in range(layers)]

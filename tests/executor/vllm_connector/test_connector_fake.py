@@ -204,6 +204,8 @@ def test_save_on_home_then_restore_on_another_worker(connector_module: Any) -> N
     try:
         tokens = list(range(50, 61))  # 11 tokens: 2 whole blocks, then a partial one
         req = request("5-1a2b3c4d", "5", tokens)
+        home.bridge.set_saving("5", True)  # the engine loop: the request has a holder
+        other.bridge.set_saving("5", True)
         home.scheduler.on_new_request(req)
         assert home.scheduler.get_num_new_matched_tokens(req, 0) == (0, False)
         new = SimpleNamespace(req_id=req.request_id, block_ids=([7, 2, 9],), num_computed_tokens=0)

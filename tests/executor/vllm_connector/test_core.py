@@ -3,6 +3,7 @@ scheduler's bookkeeping and the worker side, checked against the holder's own st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pytest
@@ -83,17 +84,13 @@ def test_valid_restore_prefix_stops_at_the_first_bad_page() -> None:
     pages = pages_for("7", TOKENS, 4)
     assert len(valid_restore_prefix(pages, TOKENS, LAYOUT)) == 4
     assert len(valid_restore_prefix(reversed(pages), TOKENS, LAYOUT)) == 4  # order-free
-    corrupt = KVPage(**{**_fields(pages[2]), "payload": bytes(PAGE_BYTES)})
+    corrupt = dataclasses.replace(pages[2], payload=bytes(PAGE_BYTES))
     assert len(valid_restore_prefix([*pages[:2], corrupt, pages[3]], TOKENS, LAYOUT)) == 2
     assert len(valid_restore_prefix([pages[0], pages[2]], TOKENS, LAYOUT)) == 1  # gap
     other = [*TOKENS[:5], 1, *TOKENS[6:]]  # differs in page 1
     assert len(valid_restore_prefix(pages, other, LAYOUT)) == 1
     wrong_layout = KVLayout(4, 3, 1, 2, "float32")
     assert valid_restore_prefix(pages, TOKENS, wrong_layout) == []
-
-
-def _fields(page: KVPage) -> dict[str, object]:
-    return {name: getattr(page, name) for name in KVPage.__slots__}
 
 
 def test_bridge_offer_keeps_whole_blocks_below_the_length() -> None:
@@ -119,8 +116,16 @@ def test_bridge_registry_names_the_worker_process() -> None:
 # ---- scheduler side: saves ---------------------------------------------------------------
 
 
+def saving_bridge(*request_ids: str) -> LumenKVBridge:
+    """A bridge that copies out the KV of ``request_ids`` (requests with a holder)."""
+    bridge = LumenKVBridge(LAYOUT)
+    for rid in request_ids:
+        bridge.set_saving(rid, True)
+    return bridge
+
+
 def test_saves_cover_each_completed_block_once_in_order() -> None:
-    book = SchedulerBook(LumenKVBridge(LAYOUT))
+    book = SchedulerBook(saving_bridge("r"))
     tokens = list(TOKENS[:10])
     book.track("r", tokens)
     assert book.matched_tokens("r", tokens, 0) == 0
@@ -143,7 +148,7 @@ def test_saves_cover_each_completed_block_once_in_order() -> None:
 
 
 def test_resumed_after_preemption_replaces_the_block_table() -> None:
-    book = SchedulerBook(LumenKVBridge(LAYOUT))
+    book = SchedulerBook(saving_bridge("r"))
     tokens = list(TOKENS[:9])
     book.track("r", tokens)
     book.plan_step([NewRequest("r", (1, 2, 3), 0)], [], {"r": 8})
@@ -155,22 +160,35 @@ def test_resumed_after_preemption_replaces_the_block_table() -> None:
     assert [(s.block_ids, s.first_page) for s in plan.saves] == [((6,), 2)]
 
 
+def test_requests_without_a_holder_are_not_copied_out() -> None:
+    bridge = saving_bridge("r")
+    book = SchedulerBook(bridge)
+    book.track("r", TOKENS)
+    book.track("q", TOKENS)
+    plan = book.plan_step(
+        [NewRequest("r", (1, 2), 0), NewRequest("q", (3, 4), 0)], [], {"r": 8, "q": 8}
+    )
+    assert [s.request_id for s in plan.saves] == ["r"]
+    bridge.set_saving("r", False)
+    assert book.plan_step([], [CachedRequest("r", (5,), 8)], {"r": 4}).saves == ()
+
+
 def test_untracked_requests_are_ignored_and_finished_ones_forgotten() -> None:
-    bridge = LumenKVBridge(LAYOUT)
+    bridge = saving_bridge("r", "x")
     book = SchedulerBook(bridge)
     assert book.plan_step([NewRequest("x", (1,), 0)], [], {"x": 4}).saves == ()
     book.track("r", TOKENS)
     bridge.put_saved(pages_for("r", TOKENS, 1))
     book.finished("r")
     assert book.tracked_requests() == 0
-    assert bridge.take_saved("r") == []
+    assert bridge.take_saved("r") == [] and not bridge.saving("r")
 
 
 # ---- scheduler side: restores -------------------------------------------------------------
 
 
 def test_restored_request_loads_its_prefix_and_saves_only_after_it() -> None:
-    bridge = LumenKVBridge(LAYOUT)
+    bridge = saving_bridge("r")
     book = SchedulerBook(bridge)
     assert bridge.offer_restore("r", TOKENS, pages_for("r", TOKENS, 3)) == 12
     assert book.matched_tokens("r", TOKENS, 0) == 12
@@ -208,7 +226,7 @@ def test_no_load_is_planned_without_external_tokens() -> None:
 def test_saved_pages_activate_in_the_holders_store() -> None:
     """Pages cut from vLLM blocks are what the built-in engine sends: the holder's store
     verifies their checksums, chains their tags and activates them."""
-    bridge = LumenKVBridge(LAYOUT)
+    bridge = saving_bridge("9")
     book, worker, blocks = SchedulerBook(bridge), WorkerSide(bridge), FakeBlocks()
     for b in (3, 4, 5):
         blocks.fill(b, b)
@@ -227,7 +245,7 @@ def test_saved_pages_activate_in_the_holders_store() -> None:
 
 
 def test_load_writes_store_pages_into_the_allocated_blocks() -> None:
-    bridge = LumenKVBridge(LAYOUT)
+    bridge = saving_bridge("4")
     book, worker, blocks = SchedulerBook(bridge), WorkerSide(bridge), FakeBlocks()
     held = pages_for("4", TOKENS, 4, seed=3)
     bridge.offer_restore("4", TOKENS, held)

@@ -183,3 +183,19 @@ def test_adapter_translates_requests_outputs_and_pages(fake_vllm: None) -> None:
     engine.abort("8")
     assert llm.aborted == ["8"]
     assert engine.kv_layout == layout
+
+
+def test_the_engine_loop_copies_out_only_requests_with_a_holder(fake_vllm: None) -> None:
+    from lumen.executor.worker.api import GenerationRequest
+    from lumen.executor.worker.loop import EngineLoop
+
+    engine = VllmEngine(EngineConfig(block_size=4))
+    engine._llm, engine._bridge = FakeLLM(), LumenKVBridge(KVLayout(4, 1, 1, 2, "float32"))
+    loop = EngineLoop(engine)
+    loop.start()
+    try:
+        loop.submit(GenerationRequest(1, (1, 2, 3), 4), holder="127.0.0.1:1")
+        loop.submit(GenerationRequest(2, (1, 2, 3), 4))
+        assert engine._bridge.saving("1") and not engine._bridge.saving("2")
+    finally:
+        loop.stop()
