@@ -78,3 +78,28 @@ def test_the_tiny_checkpoint_is_a_qwen3_hf_folder(gpu_check: ModuleType, tmp_pat
     assert len(requests) == 5
     assert all(64 <= len(r.prompt_token_ids) <= 512 for r in requests)
     assert all(0 < t < model.vocab_size for r in requests for t in r.prompt_token_ids)
+
+
+def test_the_launcher_starts_vllm_workers_with_metrics() -> None:
+    from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
+
+    spec = ClusterSpec(
+        3,
+        weights="/models/tiny",
+        draft_weights=None,
+        engine="vllm",
+        worker_args=("--gpu-memory-utilization", "0.2"),
+        worker_metrics=True,
+    )
+    cluster = LocalCluster(spec)
+    argv = cluster._worker_argv(1, "serving")
+    assert argv[argv.index("--engine") + 1] == "vllm" and "--device" not in argv
+    assert argv[argv.index("--weights") + 1] == "/models/tiny"
+    assert argv[argv.index("--metrics-port") + 1] == str(cluster.worker_metrics_ports[1])
+    assert argv[-2:] == ["--gpu-memory-utilization", "0.2"]
+    assert set(cluster.worker_metrics_urls) == {0, 1, 2}
+    builtin = LocalCluster(ClusterSpec(3))._worker_argv(0, "serving")
+    assert "--engine" not in builtin and "--metrics-port" not in builtin
+    assert builtin[builtin.index("--device") + 1] == "cpu"
+    with pytest.raises(ValueError, match="engine"):
+        ClusterSpec(3, engine="tgi")
