@@ -74,6 +74,12 @@ class LumenConnector(KVConnectorBase_V1):  # type: ignore[misc]
         self._ids: dict[str, str] = {}  # vLLM's request id -> LUMEN's
         self._is_scheduler = role == KVConnectorRole.SCHEDULER
 
+    @property
+    def requires_kv_delivery(self) -> bool:
+        """Checkpoints are best effort: a dropped save costs a recompute after a failure, so a
+        preempted request need not be recomputed for it (vLLM's default follows ``kv_role``)."""
+        return False
+
     # ---- ids ---------------------------------------------------------------------------------
 
     def _lumen_id(self, request: Any) -> str:

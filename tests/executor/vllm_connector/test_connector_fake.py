@@ -189,6 +189,7 @@ def request(vllm_id: str, lumen_id: str, tokens: list[int]) -> SimpleNamespace:
 def test_binding_matches_the_base_class_interface(connector_module: Any) -> None:
     cls = connector_module.LumenConnector
     assert not inspect.isabstract(cls)
+    assert cls.requires_kv_delivery.fget(None) is False  # best effort, whatever kv_role says
     assert "kv_cache_config" in inspect.signature(cls.__init__).parameters  # vLLM's factory check
     base = sys.modules[BASE].KVConnectorBase_V1
     for name, method in vars(base).items():
