@@ -175,7 +175,8 @@ class VllmEngine(Engine):
         self._model: ModelConfig | None = None
         self._bridge: LumenKVBridge | None = None
         self._bridge_name = f"lumen-{os.getpid()}-{next(_BRIDGE_NAMES)}"
-        self._outputs: dict[str, int] = {}
+        self._outputs: dict[str, int] = {}  # request id -> output tokens so far
+        self._context: dict[str, int] = {}  # request id -> positions (prompt + output)
         if weights is not None:
             self.load_weights(weights, role)
 
@@ -204,6 +205,23 @@ class VllmEngine(Engine):
     @property
     def bridge(self) -> LumenKVBridge | None:
         return self._bridge
+
+    @property
+    def num_kv_blocks(self) -> int:
+        """vLLM's GPU KV blocks (what the worker reports as its KV capacity; 0 unloaded)."""
+        if self._llm is None:
+            return 0
+        cache = getattr(getattr(self._llm, "vllm_config", None), "cache_config", None)
+        blocks = getattr(cache, "num_gpu_blocks", None) or self._config.num_kv_blocks
+        return int(blocks or 0)
+
+    @property
+    def num_free_blocks(self) -> int:
+        """An estimate of vLLM's free blocks: capacity less the blocks the requests here cover
+        (vLLM's prefix sharing and preemptions are not seen, so it errs towards "full")."""
+        size = self._config.block_size
+        used = sum(-(-positions // size) for positions in self._context.values())
+        return max(0, self.num_kv_blocks - used)
 
     # ---- weights -----------------------------------------------------------------------------
 
@@ -270,11 +288,13 @@ class VllmEngine(Engine):
         prompt = TokensPrompt(prompt_token_ids=list(spec.token_ids))
         llm.add_request(spec.request_id, prompt, params)
         self._outputs[spec.request_id] = len(spec.output_token_ids)
+        self._context[spec.request_id] = len(spec.token_ids)
 
     def abort(self, request_id: str) -> None:
         if self._llm is not None and request_id in self._outputs:
             self._llm.abort_request([request_id])
         self._outputs.pop(request_id, None)
+        self._context.pop(request_id, None)
         if self._bridge is not None:
             self._bridge.finish(request_id)
 
@@ -287,12 +307,14 @@ class VllmEngine(Engine):
             completion = out.outputs[0] if out.outputs else None
             new = tuple(int(t) for t in completion.token_ids) if completion is not None else ()
             self._outputs[rid] += len(new)
+            self._context[rid] += len(new)
             reason = finish_reason(completion.finish_reason if completion is not None else None)
             if out.finished and reason is None:
                 reason = FinishReason.STOP
             results.append(RequestOutput(rid, new, self._outputs[rid], reason))
             if reason is not None:
                 del self._outputs[rid]
+                del self._context[rid]
         return StepOutput(tuple(results))
 
     def has_unfinished(self) -> bool:

@@ -128,7 +128,10 @@ def test_engine_without_a_model(no_vllm: None, tmp_path: Path) -> None:
 class FakeLLM:
     """The part of vLLM's LLMEngine the adapter calls, replaying scripted outputs."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_gpu_blocks: int = 10) -> None:
+        self.vllm_config = SimpleNamespace(
+            cache_config=SimpleNamespace(num_gpu_blocks=num_gpu_blocks)
+        )
         self.added: list[tuple[str, Any, Any]] = []
         self.aborted: list[str] = []
         self.script: list[list[Any]] = []
@@ -173,12 +176,15 @@ def test_adapter_translates_requests_outputs_and_pages(fake_vllm: None) -> None:
     rid, prompt, params = llm.added[0]
     assert rid == "3" and prompt == {"prompt_token_ids": [1, 2, 3, 4, 5, 9]}
     assert params.max_tokens == 3 and params.output_kind == "delta"
+    assert (engine.num_kv_blocks, engine.num_free_blocks) == (10, 8)  # 6 positions: 2 blocks
     llm.script = [[_out("3", [7]), _out("x", [1])], [_out("3", [8, 6], "length")]]
     first = engine.step().outputs
+    assert engine.num_free_blocks == 8  # 7 positions
     assert [(o.request_id, o.new_token_ids, o.num_output_tokens) for o in first] == [("3", (7,), 2)]
     (last,) = engine.step().outputs
     assert last.num_output_tokens == 4 and last.finish_reason is FinishReason.LENGTH
     assert not engine.has_unfinished()
+    assert engine.num_free_blocks == 10  # finished requests hold no blocks
     engine.add_request(RequestSpec("8", (1,), SamplingParams(max_new_tokens=2)))
     engine.abort("8")
     assert llm.aborted == ["8"]
