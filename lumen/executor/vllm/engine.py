@@ -230,6 +230,8 @@ class VllmEngine(Engine):
             raise NotImplementedError("draft models do not run on the vLLM engine (docs/vllm.md)")
         if isinstance(source, RandomWeights) or not Path(str(source)).is_dir():
             raise ValueError(f"vLLM loads a Hugging Face folder; got {source!r}")
+        # Before vLLM reads its environment: the engine core runs in this process.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         require_vllm()
         self.unload()
         model_dir = str(source)
@@ -243,7 +245,6 @@ class VllmEngine(Engine):
         )
         self._bridge = LumenKVBridge(layout)
         register_bridge(self._bridge_name, self._bridge)
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import EngineArgs, LLMEngine
         from vllm.config import KVTransferConfig
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,9 @@ def vllm_engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``create_server`` arguments that run :class:`~lumen.executor.vllm.engine.VllmEngine`."""
     from lumen.executor.vllm.engine import VllmEngine, VllmOptions
 
+    # vLLM's engine core and model runner run in this process (LumenConnector meets the
+    # worker's store there); set before vLLM reads its environment.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     options = VllmOptions(gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype)
 
     def make_engine(config: EngineConfig, weights: Any = None, role: str = "target") -> Any:

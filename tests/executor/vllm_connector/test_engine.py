@@ -3,6 +3,7 @@ the arguments vLLM is configured with, and the adapter's translation of vLLM's o
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -110,8 +111,12 @@ def test_sampling_continues_a_resumed_request() -> None:
     assert finish_reason("abort") is FinishReason.ABORT
 
 
-def test_engine_without_a_model(no_vllm: None, tmp_path: Path) -> None:
+def test_engine_without_a_model(
+    no_vllm: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
     engine = VllmEngine(EngineConfig(block_size=16))
+    assert engine.num_kv_blocks == 0
     assert engine.role is None and engine.export_kv("1") == []
     with pytest.raises(ValueError, match="Hugging Face folder"):
         engine.load_weights(RandomWeights(MODEL))
@@ -120,6 +125,7 @@ def test_engine_without_a_model(no_vllm: None, tmp_path: Path) -> None:
     MODEL.to_json(tmp_path / "config.json")
     with pytest.raises(VllmMissingError):
         engine.load_weights(tmp_path)
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # set before vLLM is imported
     assert engine.submit_proposals([]) == 0
     with pytest.raises(NotImplementedError):
         engine.propose([], 2)
