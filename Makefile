@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench proto golden clean
+.PHONY: demo test lint typecheck unit bench proto golden clean gpu-check
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -51,5 +51,13 @@ proto: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/python -m lumen.simulator.golden --update
 
+# On a GPU machine (NVIDIA driver, network to PyPI): install '.[vllm]' into its own environment
+# (.venv-vllm: vLLM's CUDA torch, never the CPU [executor] extra), write a tiny Qwen3 checkpoint,
+# run a planner, a gateway and three vLLM workers, SIGKILL one mid-generation and check the
+# failover (docs/vllm.md). `python3 scripts/gpu_check.py --dry-run` prints the plan only.
+gpu-check:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) scripts/gpu_check.py --venv .venv-vllm
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .mypy_cache .pytest_cache .ruff_cache

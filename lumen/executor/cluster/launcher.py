@@ -43,6 +43,11 @@ class ClusterSpec:
             so that reload windows of a CPU cluster look like real ones.
         min_step_s: emulated minimum engine step time.
         hang_timeout_s: the gateway's forward-progress timeout.
+        engine: the workers' engine, ``torch`` (built-in, on the CPU) or ``vllm`` (on the GPU;
+            ``weights`` is then a Hugging Face folder and there is no draft).
+        worker_args: more arguments of every worker's command line.
+        worker_metrics: give each worker a Prometheus port (``worker_metrics_urls``).
+        start_timeout_s: how long the start may take until every part answers.
     """
 
     workers: int
@@ -55,8 +60,14 @@ class ClusterSpec:
     host: str = "127.0.0.1"
     log_dir: Path = field(default_factory=lambda: Path("out/cluster"))
     planner: bool = True
+    engine: str = "torch"
+    worker_args: tuple[str, ...] = ()
+    worker_metrics: bool = False
+    start_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
+        if self.engine not in ("torch", "vllm"):
+            raise ValueError(f"engine: expected torch or vllm, got {self.engine!r}")
         if self.workers < 2:
             raise ValueError(f"workers: a cluster needs at least 2, got {self.workers}")
         if self.policy not in POLICIES:
@@ -123,6 +134,9 @@ class LocalCluster:
         self.planner_address = f"{host}:{free_port(host)}" if spec.planner else None
         self.worker_addresses = {i: f"{host}:{free_port(host)}" for i in range(spec.workers)}
         self.gateway_port = free_port(host)
+        self.worker_metrics_ports = (
+            {i: free_port(host) for i in range(spec.workers)} if spec.worker_metrics else {}
+        )
         self.processes: dict[str, ProcessHandle] = {}
 
     # -- addresses --------------------------------------------------------------------------
@@ -130,6 +144,12 @@ class LocalCluster:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.spec.host}:{self.gateway_port}"
+
+    @property
+    def worker_metrics_urls(self) -> dict[int, str]:
+        """Worker id -> its ``/metrics`` URL (empty unless ``spec.worker_metrics``)."""
+        host = self.spec.host
+        return {i: f"http://{host}:{p}/metrics" for i, p in self.worker_metrics_ports.items()}
 
     def _worker_argv(self, i: int, stage: str) -> list[str]:
         s = self.spec
@@ -148,8 +168,7 @@ class LocalCluster:
             str(s.checkpoint_budget_bytes),
             "--peers",
             peers,
-            "--device",
-            "cpu",
+            *(("--engine", "vllm") if s.engine == "vllm" else ("--device", "cpu")),
             "--start-stage",
             stage,
             "--min-step-s",
@@ -159,7 +178,9 @@ class LocalCluster:
             argv += ["--draft-weights", s.draft_weights]
         if s.ssd_gbyte_s is not None:
             argv += ["--ssd-gbyte-s", str(s.ssd_gbyte_s)]
-        return argv
+        if i in self.worker_metrics_ports:
+            argv += ["--metrics-port", str(self.worker_metrics_ports[i])]
+        return [*argv, *s.worker_args]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -320,7 +341,7 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         try:
-            self.start()
+            self.start(self.spec.start_timeout_s)
         except BaseException:
             self.stop()
             raise

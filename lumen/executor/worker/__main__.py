@@ -5,15 +5,21 @@ Example::
     python -m lumen.executor.worker --worker-id 1 --address 127.0.0.1:50061 \\
         --weights random:0 --draft-weights random:1 --checkpoint-budget-bytes 1073741824 \\
         --ssd-gbyte-s 2.0 --metrics-port 9101 --peers 0=127.0.0.1:50060,2=127.0.0.1:50062
+
+On a GPU with vLLM installed (``pip install 'lumen-recovery[vllm]'``; docs/vllm.md)::
+
+    python -m lumen.executor.worker --engine vllm --model /models/qwen3 --worker-id 1 ...
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lumen.executor.engine.config import EngineConfig, ModelConfig
 from lumen.executor.engine.interface import RandomWeights, WeightSource
@@ -59,7 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lumen.executor.worker", description=__doc__)
     p.add_argument("--worker-id", type=int, required=True, help="this worker's id")
     p.add_argument("--address", default="127.0.0.1:0", help="HOST:PORT to listen on")
-    p.add_argument("--weights", required=True, help="target checkpoint DIR or random:SEED")
+    p.add_argument("--weights", help="target checkpoint DIR or random:SEED")
+    p.add_argument(
+        "--engine",
+        choices=("torch", "vllm"),
+        default="torch",
+        help="torch: the built-in engine; vllm: vLLM with LumenConnector (GPU, docs/vllm.md)",
+    )
+    p.add_argument("--model", help="Hugging Face checkpoint DIR (same as --weights DIR)")
+    p.add_argument(
+        "--gpu-memory-utilization", type=float, default=0.85, help="vLLM's GPU memory share"
+    )
+    p.add_argument("--dtype", default="auto", help="vLLM compute and KV dtype (auto: bfloat16)")
     p.add_argument("--draft-weights", help="draft checkpoint DIR or random:SEED (assisting)")
     p.add_argument("--model-config", type=Path, help="config.json of random target weights")
     p.add_argument(
@@ -84,15 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def vllm_problem(args: argparse.Namespace, weights_text: str) -> str:
+    """Why ``--engine vllm`` cannot start here (one line), or "" when it can."""
+    from lumen.executor.vllm.engine import VllmMissingError, require_vllm
+
+    if args.draft_weights:
+        return "--engine vllm serves no draft model: drop --draft-weights (docs/vllm.md)"
+    if not Path(weights_text).is_dir():
+        return f"--engine vllm loads a Hugging Face folder; {weights_text!r} is not a directory"
+    try:
+        require_vllm()
+    except VllmMissingError as exc:
+        return str(exc)
+    return ""
+
+
+def vllm_engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``create_server`` arguments that run :class:`~lumen.executor.vllm.engine.VllmEngine`."""
+    from lumen.executor.vllm.engine import VllmEngine, VllmOptions
+
+    # vLLM's engine core and model runner run in this process (LumenConnector meets the
+    # worker's store there); set before vLLM reads its environment.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    options = VllmOptions(gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype)
+
+    def make_engine(config: EngineConfig, weights: Any = None, role: str = "target") -> Any:
+        return VllmEngine(config, weights, role, options)  # type: ignore[arg-type]
+
+    return {"make_engine": make_engine, "to_host": lambda source: source}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(message)s")
     from lumen.executor.worker.core import WorkerConfig
     from lumen.executor.worker.server import ServerConfig, create_server, serve
 
+    weights_text = args.model or args.weights
+    if not weights_text:
+        print("error: give --weights DIR|random:SEED or --model DIR", file=sys.stderr)
+        return 2
+    engine_kwargs: dict[str, Any] = {}
+    if args.engine == "vllm":
+        problem = vllm_problem(args, weights_text)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        engine_kwargs = vllm_engine_kwargs(args)
     model = ModelConfig.from_json(args.model_config) if args.model_config else DEFAULT_RANDOM_MODEL
     try:
-        weights = parse_weights(args.weights, model)
+        weights = parse_weights(weights_text, model)
         draft = (
             parse_weights(args.draft_weights, model.with_layers(args.draft_layers))
             if args.draft_weights
@@ -115,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_step_s=args.min_step_s,
     )
     server, port = create_server(
-        config, ServerConfig(address=args.address, metrics_port=args.metrics_port)
+        config,
+        ServerConfig(address=args.address, metrics_port=args.metrics_port),
+        **engine_kwargs,
     )
     port_file: Path | None = args.port_file
 

@@ -101,6 +101,7 @@ class WorkerCore:
         metrics: WorkerMetrics | None = None,
         make_engine: Callable[..., Engine] = _torch_engine,
         assist_link: Callable[[int, str], AssistLink] | None = None,
+        to_host: Callable[[WeightSource], Any] | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or WorkerMetrics()
@@ -122,6 +123,7 @@ class WorkerCore:
             on_stage=self.metrics.set_stage,
             assist_link=assist_link,
             auto_switch=config.auto_switch,
+            to_host=to_host,
         )
 
     @property
@@ -303,6 +305,13 @@ class WorkerCore:
             size = engine.engine_config.block_size
             capacity = int(getattr(engine, "num_kv_blocks", 0)) * size
             used = capacity - int(getattr(engine, "num_free_blocks", 0)) * size
+        bridge = getattr(engine, "bridge", None)
+        if bridge is not None:  # the vLLM engine's KV connector
+            moved = bridge.stats()
+            self.metrics.connector_loaded_bytes.set(moved.loaded_bytes)
+            self.metrics.connector_load_seconds.set(moved.load_seconds)
+            self.metrics.connector_restored_tokens.set(moved.restored_tokens)
+            self.metrics.connector_saved_bytes.set(moved.saved_bytes)
         store = self.store.stats()
         self.metrics.queue.set(loop.waiting)
         self.metrics.running.set(loop.running)

@@ -213,6 +213,11 @@ class EngineLoop:
         def add(engine: Engine) -> int:
             if request.request_id in self._tracked:
                 raise ValueError(f"request {request.request_id} is already running here")
+            # An engine that copies KV out for checkpoints (vLLM's connector) does so only
+            # for requests that have a holder.
+            mark = getattr(engine, "checkpoint_request", None)
+            if mark is not None:
+                mark(spec.request_id, bool(holder))
             restored = engine.import_kv(spec, pages) if pages else 0
             if not pages:
                 engine.add_request(spec)

@@ -79,6 +79,27 @@ class WorkerMetrics(MetricsEndpoint):
             "Draft tokens accepted by this worker's verification (as a survivor)",
             registry=r,
         )
+        # KV moved by the vLLM engine's connector (0 on the built-in engine).
+        self.connector_loaded_bytes = Gauge(
+            "lumen_worker_connector_loaded_bytes",
+            "Checkpoint bytes the KV connector wrote into the GPU cache (restores)",
+            registry=r,
+        )
+        self.connector_load_seconds = Gauge(
+            "lumen_worker_connector_load_seconds",
+            "Seconds the KV connector spent writing restores into the GPU cache",
+            registry=r,
+        )
+        self.connector_restored_tokens = Gauge(
+            "lumen_worker_connector_restored_tokens",
+            "Positions the KV connector loaded instead of prefilling",
+            registry=r,
+        )
+        self.connector_saved_bytes = Gauge(
+            "lumen_worker_connector_saved_bytes",
+            "Bytes of KV blocks the KV connector copied to host memory as pages",
+            registry=r,
+        )
         self.stage = Gauge(
             "lumen_worker_recovery_stage",
             "1 for the recovery stage the worker is in, 0 for the others",

@@ -21,10 +21,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 
+from lumen.executor.engine.interface import Engine, WeightSource
 from lumen.executor.worker.assist import AssistLink
 from lumen.executor.worker.assist_link import grpc_assist_link
 from lumen.executor.worker.client import PeerPool
@@ -125,16 +127,22 @@ def create_server(
     config: ServerConfig | None = None,
     *,
     assist_link: Callable[[int, str], AssistLink] | None = None,
+    make_engine: Callable[..., Engine] | None = None,
+    to_host: Callable[[WeightSource], Any] | None = None,
 ) -> tuple[WorkerServer, int]:
     """Build the worker and its server and bind the port; returns it (not started) and the
     port. The weights load in :meth:`WorkerServer.start`. ``assist_link`` reaches a survivor to
     draft for while assisting (see :mod:`~lumen.executor.worker.assist`); by default the
-    survivor's own server, over gRPC (:mod:`~lumen.executor.worker.assist_link`)."""
+    survivor's own server, over gRPC (:mod:`~lumen.executor.worker.assist_link`).
+    ``make_engine`` and ``to_host`` replace the built-in engine (the vLLM worker's)."""
     config = config or ServerConfig()
     if assist_link is None:
         assist_link = grpc_assist_link(worker_config.worker_id)
     peers = PeerPool()
-    worker = WorkerCore(worker_config, peers, WorkerMetrics(), assist_link=assist_link)
+    extra: dict[str, Any] = {"to_host": to_host}
+    if make_engine is not None:
+        extra["make_engine"] = make_engine
+    worker = WorkerCore(worker_config, peers, WorkerMetrics(), assist_link=assist_link, **extra)
     server = new_server(config.max_workers, config.max_message_bytes)
     add_to_server(ExecutorServicer(worker), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME)

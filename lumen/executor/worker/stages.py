@@ -101,6 +101,8 @@ class StageMachine:
             assisting only records the pairing).
         auto_switch: enter switching as soon as the target is in host memory (False: only
             on SetStage, for tests that hold a worker in assisting).
+        to_host: what the engine's ``load_weights`` gets after the throttled read (default
+            :func:`load_to_host`; the vLLM engine takes the checkpoint folder itself).
     """
 
     def __init__(
@@ -114,8 +116,10 @@ class StageMachine:
         on_stage: Callable[[str], None] | None = None,
         assist_link: Callable[[int, str], AssistLink] | None = None,
         auto_switch: bool = True,
+        to_host: Callable[[WeightSource], Any] | None = None,
     ) -> None:
         self.loop = loop
+        self.to_host = to_host or load_to_host
         self.auto_switch = auto_switch
         self.target = target
         self.draft = draft
@@ -145,7 +149,7 @@ class StageMachine:
     def load_initial(self) -> None:
         """Cold start: read and load the target, then serve (blocks)."""
         throttled_read(self.target, self.ssd_gbyte_s)
-        host = load_to_host(self.target)
+        host = self.to_host(self.target)
         self.loop.call(lambda engine: engine.load_weights(host, "target"))
         self._enter("serving")
 
@@ -222,7 +226,7 @@ class StageMachine:
                 self.draft_engine = self.make_draft(load_to_host(draft))
                 self._draft_ready.set()
                 throttled_read(self.target, self.ssd_gbyte_s)
-                self._host_weights = load_to_host(self.target)
+                self._host_weights = self.to_host(self.target)
                 self._host_ready.set()
                 # The target is in host memory: switch now, paired or not.
                 if self.auto_switch:
@@ -251,7 +255,7 @@ class StageMachine:
 
             def read() -> None:
                 throttled_read(target, self.ssd_gbyte_s)
-                self._host_weights = load_to_host(target)
+                self._host_weights = self.to_host(target)
                 self._host_ready.set()
 
             self._loader = threading.Thread(target=read, name="lumen-loader", daemon=True)
