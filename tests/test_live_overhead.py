@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from test_calibrate import fake_calibration
 
 from lumen.executor.bridge.overhead import LiveOverhead, StartProfile
 from lumen.executor.bridge.prediction import LiveSetup, cost_model, predict
@@ -14,7 +15,6 @@ from lumen.executor.cluster.launcher import ClusterSpec
 from lumen.executor.cluster.loadgen import LoadRequest
 from lumen.executor.cluster.probe import PathProbe, StartProbe
 from lumen.executor.cluster.run import FailureInjection
-from tests.test_calibrate import fake_calibration
 
 
 class _Prefill:
