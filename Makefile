@@ -57,7 +57,7 @@ golden: $(STAMP)
 # failover (docs/vllm.md). `python3 scripts/gpu_check.py --dry-run` prints the plan only.
 gpu-check:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
-	$(PYTHON) scripts/gpu_check.py --venv .venv-vllm
+	$(PYTHON) scripts/gpu_check.py --venv .venv-vllm $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
 
 clean:
 	rm -rf $(VENV) .venv-vllm .mypy_cache .pytest_cache .ruff_cache

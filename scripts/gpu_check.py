@@ -59,6 +59,7 @@ class Plan:
     gpu_share: float = 0.2
     block_size: int = 16
     install: bool = True
+    wheelhouse: Path | None = None
     seed: int = 0
     steps: list[str] = field(default_factory=list)
 
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kill-at-s", type=float, default=1.5, help="SIGKILL worker 0 this late")
     p.add_argument("--gpu-share", type=float, default=0.2, help="GPU memory share per worker")
     p.add_argument("--no-install", action="store_true", help="use the running Python as is")
+    p.add_argument(
+        "--wheelhouse",
+        type=Path,
+        default=None,
+        help="install offline from these wheels (pip download '.[vllm]' -d DIR elsewhere)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan, check, start nothing")
     return p
 
@@ -94,10 +101,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
         kill_at_s=args.kill_at_s,
         gpu_share=args.gpu_share,
         install=not args.no_install,
+        wheelhouse=args.wheelhouse,
     )
+    if plan.install and plan.wheelhouse is not None and not plan.wheelhouse.is_dir():
+        raise ValueError(f"--wheelhouse: {plan.wheelhouse} is not a directory")
     steps = []
     if plan.install:
-        steps.append(f"install: {plan.venv} with pip install -e '.[vllm]', then rerun inside it")
+        source = f" offline from {plan.wheelhouse}" if plan.wheelhouse else ""
+        steps.append(
+            f"install: {plan.venv} with pip install -e '.[vllm]'{source}, then rerun inside it"
+        )
     steps += [
         f"checkpoint: tiny random Qwen3 {MODEL_SHAPE} -> {plan.out / 'model'}",
         f"reference: planner + gateway + {plan.workers} vLLM workers, {plan.requests} greedy "
@@ -145,7 +158,10 @@ def install(plan: Plan, argv: list[str]) -> int:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(plan.venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    if plan.wheelhouse is not None:
+        pip += ["--no-index", "--find-links", str(plan.wheelhouse.resolve())]
+    else:
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run([*pip, "-e", f"{ROOT}[vllm]"], check=True, cwd=ROOT)
     again = [str(python), str(Path(__file__).resolve()), *argv, "--no-install"]
     return subprocess.run(again, cwd=ROOT, check=False).returncode

@@ -46,9 +46,20 @@ def test_dry_run_without_install(
     assert "install:" not in out and "4 vLLM workers" in out
 
 
+def test_dry_run_offline_from_a_wheelhouse(
+    gpu_check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    argv = ["--dry-run", "--wheelhouse", str(wheels), "--out", str(tmp_path / "o")]
+    assert gpu_check.main([*argv, "--venv", str(tmp_path / "venv")]) == 0
+    assert f"offline from {wheels}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--wheelhouse", "/nonexistent/wheels"], "not a directory"),
         (["--workers", "1"], "at least 2"),
         (["--gpu-share", "0.5"], "share one GPU"),
         (["--max-tokens", "1"], "--max-tokens"),
