@@ -47,6 +47,7 @@ import numpy as np
 from ortools.sat import cp_model_pb2
 from ortools.sat.python import cp_model
 
+from lumen.planner.formulations.deadline import OutOfTime, check_deadline
 from lumen.planner.placement_eval import (
     holder_candidates,
     placement_feasible,
@@ -86,15 +87,6 @@ _STATUS: dict[int, tuple[Termination, Limit]] = {
     cp_model.MODEL_INVALID: (Termination.ERROR, Limit.NONE),
     cp_model.UNKNOWN: (Termination.NO_SOLUTION, Limit.TIME),
 }
-
-
-class OutOfTime(Exception):
-    """Building a model reached the deadline (the caller returns a TIME result)."""
-
-
-def check_deadline(deadline: float) -> None:
-    if time.perf_counter() > deadline:
-        raise OutOfTime
 
 
 @dataclass(frozen=True)
