@@ -451,7 +451,8 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
     try:
         if stopped is not None:
             raise OutOfTime
-        built = build_model(data, (min(lower, upper), upper), deadline - MIN_SOLVE_S)
+        load_s = MIN_SOLVE_S + len(data.i) * LOAD_S_PER_PAIR
+        built = build_model(data, (min(lower, upper), upper), deadline - load_s)
         left = deadline - time.perf_counter() - len(data.i) * LOAD_S_PER_PAIR
         if left < MIN_SOLVE_S:
             raise OutOfTime
