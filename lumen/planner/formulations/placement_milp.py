@@ -23,6 +23,7 @@ import re
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from lumen.planner.result import STATUS_REL_TOL, Limit, SolveResult, SolveSettin
 
 _GB = 1e9
 _MB = 1e6
+_Result = Callable[..., SolveResult[PlacementPlan]]
 #: Writing the model for CBC takes about this share of the time it took to build it.
 _WRITE_SHARE = 0.6
 #: Building and writing the whole model take about this many times as long as creating its
@@ -248,20 +250,33 @@ def solve(problem: PlacementProblem, settings: SolveSettings) -> SolveResult[Pla
             return result(Termination.ERROR, Limit.OTHER, message=f"CBC failed: {exc}")
     if run is not None and run.status == pulp.LpStatusInfeasible:
         return result(Termination.INFEASIBLE, message="CBC proved the model infeasible")
-    if holder is None or not placement_feasible(problem, holder):
-        stopped = run is None or run.killed or run.wall_s >= 0.98 * settings.time_limit_s
-        limit = Limit.TIME if stopped or run.status == pulp.LpStatusNotSolved else Limit.OTHER
-        why = "the time limit ran out" + (" while building the model" if run is None else "")
-        if holder is not None:
-            limit, why = Limit.OTHER, "CBC's rounded solution breaks a capacity"
-        if start_holder is None:
-            return result(Termination.NO_SOLUTION, limit, message=why)
-        holder, run = start_holder, None
-        value = placement_objective(problem, holder)
-        return result(
-            Termination.FEASIBLE, limit, objective=value, plan=PlacementPlan.of(holder), message=why
-        )
+    if run is None or holder is None or not placement_feasible(problem, holder):
+        return _without_plan(problem, settings, start_holder, holder, run, result)
     return _finish(problem, settings, holder, run, result)
+
+
+def _without_plan(
+    problem: PlacementProblem,
+    settings: SolveSettings,
+    start_holder: IntArray | None,
+    holder: IntArray | None,
+    run: CbcRun | None,
+    result: _Result,
+) -> SolveResult[PlacementPlan]:
+    """CBC gave no usable plan: the warm start as FEASIBLE if there is one, else NO_SOLUTION."""
+    if run is None:
+        limit, why = Limit.TIME, "the time limit ran out while building the model"
+    elif holder is not None:
+        limit, why = Limit.OTHER, "CBC's rounded solution breaks a capacity"
+    else:
+        stopped = run.killed or run.wall_s >= 0.98 * settings.time_limit_s
+        limit = Limit.TIME if stopped or run.status == pulp.LpStatusNotSolved else Limit.OTHER
+        why = "the time limit ran out" if limit is Limit.TIME else f"PuLP status {run.status}"
+    if start_holder is None:
+        return result(Termination.NO_SOLUTION, limit, message=why)
+    value = placement_objective(problem, start_holder)
+    plan = PlacementPlan.of(start_holder)
+    return result(Termination.FEASIBLE, limit, objective=value, plan=plan, message=why)
 
 
 def _run(
@@ -297,7 +312,7 @@ def _finish(
     settings: SolveSettings,
     holder: IntArray,
     run: CbcRun,
-    result: Any,
+    result: _Result,
 ) -> SolveResult[PlacementPlan]:
     """The result of a plan CBC returned: OPTIMAL only with a proof (no time limit, and with a
     relative gap asked for, CBC's lower bound at the objective)."""
