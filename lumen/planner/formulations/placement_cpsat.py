@@ -27,9 +27,21 @@ with ``K = 2**24 / max_f(fail_weight[f] * alpha * max_{i in R_f} work_s[i])``; r
 enters pre-multiplied by its scenario's coefficient, ``W_i = round(K * fail_weight[f] * alpha *
 work_s[i])``, so ``M_f`` is in objective units and each rounding error is at most half a unit
 per request: the model's optimum is within ``n / K`` (at most ``n * 6e-8`` of ``J``) of the true
-one. Bytes are exact integers when the data are whole bytes; otherwise they are counted in units
-of ``max / 2**32``, reservations rounded up and capacities down, so a plan of the model is always
-feasible. The reported ``objective`` is recomputed from the plan in floating point
+one. Bytes and stream rates are exact integers when the data are whole numbers or decimals of at
+most :data:`DECIMALS` digits (scaled by a power of ten; :func:`capacity_units`). Otherwise they
+are counted in units of ``max / 2**32`` and the full model rounds them the *relaxed* way (sizes
+down, capacities up): every real plan stays a model plan, so the model's INFEASIBLE and its bound
+are proofs, and its plan is checked in floating point (:func:`placement_feasible`). A plan over a
+real capacity (the rounding bound) is replaced by the optimum of the *conservatively* rounded
+model (sizes up, capacities down: its plans fit), reported FEASIBLE with the relaxed bound.
+
+Time limit (:func:`solve`): the home subproblems get half of it, each an equal share of what is
+left; the full model is written into the CP-SAT proto directly (the Python expression API cost
+seconds at 100,000 pairs) with deadline checks, and CP-SAT gets what is left less the cost of
+loading the model, without presolve when that would not fit (presolve overruns its limit). What
+runs out of time returns the warm start (FEASIBLE) or NO_SOLUTION, with :attr:`Limit.TIME`.
+
+The reported ``objective`` is recomputed from the plan in floating point
 (:func:`placement_objective`); ``bound`` is the solver's bound divided by ``K``: valid within
 the same resolution ``n / K``, and clipped to the objective.
 """
