@@ -21,7 +21,13 @@ KV does not bind: the uncapacitated optimum of the *same* integer model is a min
 (:func:`horn_flow`, OR-Tools' C++ network solver, 0.3 s at 16 x 256), whose value is a lower
 bound and becomes the objective domain's lower end; its assignment, when it respects KV, is
 the hint (with the greedy plan and ``settings.warm_start``, the best one wins). If the hint meets
-the bound CP-SAT only checks it (presolve off); otherwise it searches, with that bound.
+the bound it is optimal and CP-SAT does not run (with one thread it used to spend the whole time
+limit confirming it); otherwise CP-SAT searches, with that bound.
+
+**Time limit.** The flow runs only when its estimated time (:data:`FLOW_S_PER_ARC`) fits a share
+of the limit; the model is written into the CP-SAT proto directly with paced deadline checks;
+CP-SAT gets what is left less the cost of loading the model. What does not fit is skipped and
+the best hint is returned FEASIBLE with :attr:`Limit.TIME`.
 
 **Integer scaling.** Times are in units of :data:`RESOLUTION_S` (1 us) and the objective in half
 units. Each coefficient is rounded down (processing times to ``V = floor(p / RESOLUTION_S)``,
