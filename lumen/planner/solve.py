@@ -252,7 +252,8 @@ def merge_auto(
     """One consistent result from the greedy's and the exact backend's: the better plan, the
     exact backend's bound where it is valid for that plan, OPTIMAL only when that bound meets
     the plan's objective, and never INFEASIBLE beside a plan."""
-    found = [r for r in (exact, greedy) if r.has_plan and r.objective is not None]
+    # Ties keep the greedy plan (the exact one must be strictly better to replace it).
+    found = [r for r in (greedy, exact) if r.has_plan and r.objective is not None]
     if not found:
         return exact if exact.termination is not Termination.NO_SOLUTION else greedy
     chosen = found[0]
