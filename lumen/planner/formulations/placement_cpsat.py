@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from ortools.sat import cp_model_pb2
 from ortools.sat.python import cp_model
 
 from lumen.planner.formulations.deadline import OutOfTime, check_deadline
@@ -197,7 +196,14 @@ def capacity_units(
     return size, cap.astype(np.int64), False
 
 
-_BOOL = cp_model_pb2.IntegerVariableProto(domain=[0, 1])
+def _bool_proto() -> Any:
+    """A Boolean's variable message, copied into models in bulk (``variables.extend``)."""
+    var = cp_model.CpModel().proto.variables.add()
+    var.domain.extend([0, 1])
+    return var
+
+
+_BOOL = _bool_proto()
 
 
 def _bools(proto: Any, count: int) -> IntArray:

@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
-from ortools.sat import cp_model_pb2
 from ortools.sat.python import cp_model
 
 from lumen.planner.formulations.deadline import OutOfTime, Pace
@@ -185,7 +184,14 @@ class RecoveryCpSatModel:
     counts: dict[int, list[tuple[int, int, int]]]
 
 
-_BOOL = cp_model_pb2.IntegerVariableProto(domain=[0, 1])
+def _bool_proto() -> Any:
+    """A Boolean's variable message, copied into models in bulk (``variables.extend``)."""
+    var = cp_model.CpModel().proto.variables.add()
+    var.domain.extend([0, 1])
+    return var
+
+
+_BOOL = _bool_proto()
 _INT_MAX = 2**62
 
 
