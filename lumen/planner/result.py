@@ -49,9 +49,12 @@ class NoPlanError(RuntimeError):
 class SolveSettings:
     """Explicit solver settings; no backend reads globals."""
 
+    #: Wall-clock limit of the whole call, model building included (docs/planner.md).
     time_limit_s: float = 10.0
     threads: int = 1
     seed: int = 0
+    #: Exact backends may stop once ``|objective - bound| / |objective| <= rel_gap``; such a
+    #: result is FEASIBLE (limit OTHER) unless its bound meets its objective.
     rel_gap: float = 0.0
     #: A plan to start from (exact backends use it as a hint; heuristics may ignore it).
     warm_start: Any = None
