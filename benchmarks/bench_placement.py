@@ -6,7 +6,8 @@
 Prints (1) the latency of one incremental placement (PlacementState.place) at 1,024 workers on
 a warm state, (2) the wall time of batch placement of 100,000 requests over 1,024 workers by
 the greedy, the paper's rule and the ring, and (3) the gap of those heuristics to the proven
-optimum (CP-SAT) over generated small and medium instances of every family.
+optimum (CP-SAT) over generated small and medium instances of every family, and (4) the wall time
+of each exact backend beside its time limit on a large tight instance.
 """
 
 from __future__ import annotations
@@ -138,6 +139,26 @@ def bench_gap(instances: int, seed: int, time_limit_s: float) -> None:
     print("    greedy mean gap by family: " + "; ".join(parts))
 
 
+def bench_time_limits(workers: int, requests: int, limit: float, seed: int) -> None:
+    """Wall time of each exact backend against its time limit on one tight instance: building
+    the model, presolve and the solver itself must all fit in the limit."""
+    print(
+        f"\n[4] time limits, {workers} workers x {requests:,} requests (tight, seed {seed}),"
+        f" limit {limit:g} s"
+    )
+    for name in ("cpsat", "milp", "auto"):  # imports outside the clock
+        solve(random_placement_problem(np.random.default_rng(1), 3, 4, "tight"), name)
+    for name in ("cpsat", "milp", "auto"):
+        problem = random_placement_problem(np.random.default_rng(seed), workers, requests, "tight")
+        t = time.perf_counter()
+        res = solve(problem, name, SolveSettings(time_limit_s=limit))
+        wall = time.perf_counter() - t
+        print(
+            f"    {name:<6} limit {limit:5.2f} s   wall {wall:6.2f} s   {res.termination.value}"
+            + (f" ({res.limit.value})" if res.limit.value != "none" else "")
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
@@ -156,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     bench_incremental(workers, warm, count, args.seed)
     bench_batch(workers, requests, args.seed)
     bench_gap(instances, args.seed, 2.0 if args.quick else args.time_limit)
+    if args.quick:
+        bench_time_limits(32, 300, 0.5, 5)
+    else:
+        bench_time_limits(128, 2000, 1.0, 5)
     return 0
 
 

@@ -7,7 +7,8 @@ Prints (1) the wall time (p50/p99) of the greedy and of the paper's rule recover
 worker's 512 requests over 1,024 machines; (2) the time to a proven optimum at 16 machines x
 256 requests for CP-SAT and for the MILP (CBC), per family over a few seeds; (3) the gaps of
 the greedy, the paper's rule and Stop-and-Restart to the proven optimum (CP-SAT) over generated
-instances of every family, and how many were proven optimal.
+instances of every family, and how many were proven optimal; (4) the wall time of each exact
+backend beside its time limit on large instances.
 
 Stop-and-Restart ignores checkpoints, so its plan is evaluated on the problem without them; its
 gap is measured against the optimum of the full problem (what the checkpoints buy).
@@ -19,6 +20,7 @@ import argparse
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,6 +141,38 @@ def bench_gap(instances: int, seed: int, limit: float, threads: int) -> None:
         print(f"    {name} mean gap by family: " + "; ".join(parts))
 
 
+def bench_time_limits(cases: tuple[tuple[str, int, int, str, float], ...], seed: int) -> None:
+    """Wall time of each exact backend against its time limit: building the model, presolve
+    and the solver itself must all fit in the limit."""
+    print("\n[4] time limits (wall time beside the limit; imports warmed up first)")
+    for name in {case[0] for case in cases}:
+        solve(random_recovery_problem(np.random.default_rng(1), 2, 4, "uniform"), name)
+    for name, machines, requests, family, limit in cases:
+        problem = random_recovery_problem(np.random.default_rng(seed), machines, requests, family)
+        t = time.perf_counter()
+        res = solve(problem, name, SolveSettings(time_limit_s=limit))
+        wall = time.perf_counter() - t
+        print(
+            f"    {name:<5} {machines} x {requests} {family:<9} limit {limit:5.2f} s"
+            f"   wall {wall:6.2f} s   {res.termination.value}"
+            + (f" ({res.limit.value})" if res.limit.value != "none" else "")
+        )
+
+
+#: (backend, machines, requests, family, time limit) of the time-limit study.
+LIMIT_CASES = (
+    ("cpsat", 64, 512, "tight-kv", 1.0),
+    ("milp", 64, 512, "tight-kv", 1.0),
+    ("flow", 8, 110, "uniform", 10.0),
+    ("flow", 8, 110, "uniform", 1.0),
+)
+QUICK_LIMIT_CASES = (
+    ("cpsat", 16, 128, "tight-kv", 0.5),
+    ("milp", 16, 128, "tight-kv", 0.5),
+    ("flow", 8, 48, "uniform", 0.5),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="few repeats and instances")
@@ -160,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bench_exact(16, 256, seeds, args.threads, args.time_limit)
     bench_gap(instances, args.seed, 2.0 if args.quick else args.time_limit, args.threads)
+    bench_time_limits(QUICK_LIMIT_CASES if args.quick else LIMIT_CASES, args.seed)
     return 0
 
 

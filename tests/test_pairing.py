@@ -14,7 +14,7 @@ from lumen.planner.checker import check_pairing
 from lumen.planner.generators.pairing import FAMILIES, random_pairing_problem
 from lumen.planner.plans import PairingPlan
 from lumen.planner.problems import PairingProblem, ProblemError, expected_tokens_per_step
-from lumen.planner.result import Termination
+from lumen.planner.result import Termination, status_violations
 from lumen.planner.solve import methods, solve
 
 NEG = -math.inf
@@ -49,6 +49,7 @@ def test_forbidden_pairs_are_never_used() -> None:
     p = PairingProblem.build(saved_s=[[NEG, 3.0], [NEG, 5.0]], survivor_wait_s=[9.0, 1.0])
     for name in methods("pairing"):
         res = solve(p, name)
+        assert not status_violations(res, maximize=True), (name, status_violations(res, True))
         report = check_pairing(p, res.require_plan())
         assert report.feasible, (name, report.violations)
         assert len(res.require_plan().pairs) <= 1
@@ -93,6 +94,7 @@ def test_matching_is_optimal_and_never_beaten(a: int, b: int, family: str, seed:
     assert exact.objective == pytest.approx(best, rel=1e-9, abs=1e-9)
     for name in methods("pairing"):
         res = solve(p, name)
+        assert not status_violations(res, maximize=True), (name, status_violations(res, True))
         report = check_pairing(p, res.require_plan())
         assert report.feasible, (name, report.violations)
         assert res.objective == pytest.approx(report.objective, rel=1e-9, abs=1e-9)

@@ -41,6 +41,7 @@ from lumen.planner.result import (
     SolveResult,
     SolveSettings,
     Termination,
+    status_violations,
 )
 from lumen.planner.solve import BACKENDS, solve
 
@@ -345,6 +346,7 @@ def too_much_kv_together() -> RecoveryProblem:
 def test_infeasible_instances(name: str, build: object) -> None:
     assert callable(build)
     result = solve(build(), name, FAST)
+    assert not status_violations(result), status_violations(result)
     assert result.termination is Termination.INFEASIBLE
     assert result.message
     assert not result.has_plan
@@ -355,11 +357,16 @@ def test_infeasible_instances(name: str, build: object) -> None:
 # ------------------------------------------------------------------ contract battery
 
 
-@pytest.mark.parametrize("name", BACKEND_NAMES)
+@pytest.mark.parametrize("name", ["auto", *BACKEND_NAMES])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_contract(name: str, family: str) -> None:
     problem = random_recovery_problem(np.random.default_rng(7), 4, 10, family)
     result = solve(problem, name, FAST)
+    assert not status_violations(result), (name, status_violations(result))
+    if name == "auto":
+        assert result.termination is Termination.OPTIMAL
+        assert_consistent(name, problem, result)
+        return
     assert result.method == name
     assert result.wall_time_s > 0
     if name in EXACT:
@@ -534,6 +541,7 @@ def test_exact_backends_agree_and_beat_heuristics(problem: RecoveryProblem) -> N
     for name, result in (("cpsat", cpsat), ("milp", milp)):
         assert_consistent(name, problem, result)
     flow = recovery_flow.solve(problem, FAST)
+    assert not status_violations(flow), status_violations(flow)
     assert flow.bound is not None and flow.bound <= cpsat.objective + 1e-6
     if flow.termination is Termination.OPTIMAL:
         assert flow.objective == pytest.approx(cpsat.objective, rel=1e-4, abs=1e-6)
@@ -546,6 +554,7 @@ def test_exact_backends_agree_and_beat_heuristics(problem: RecoveryProblem) -> N
         ("stop-and-restart", solve_stop_and_restart),
     ):
         result = heuristic(problem, FAST)
+        assert not status_violations(result), (name, status_violations(result))
         if result.has_plan:
             assert_consistent(name, problem, result)
             assert result.objective is not None
@@ -578,7 +587,9 @@ def raw_problems(draw: st.DrawFn) -> RecoveryProblem:
 @settings(max_examples=40, deadline=None)
 @given(problem=raw_problems())
 def test_raw_instances_statuses_agree(problem: RecoveryProblem) -> None:
-    results = {name: solve(problem, name, FAST) for name in BACKEND_NAMES}
+    results = {name: solve(problem, name, FAST) for name in ["auto", *BACKEND_NAMES]}
+    for name, result in results.items():
+        assert not status_violations(result), (name, status_violations(result))
     exact = {results[name].termination for name in EXACT}
     assert len(exact) == 1 and exact <= {Termination.OPTIMAL, Termination.INFEASIBLE}
     if Termination.INFEASIBLE in exact:

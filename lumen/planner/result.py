@@ -13,8 +13,16 @@ from typing import Any, Generic, TypeVar
 
 PlanT = TypeVar("PlanT")
 
+#: Relative tolerance of "bound equals objective" for an OPTIMAL result (exact backends scale
+#: to integers and prove their optimum to within a resolution far finer than this).
+STATUS_REL_TOL = 1e-5
+
 
 class Termination(enum.StrEnum):
+    """What a result claims (docs/planner.md, "Statuses"): OPTIMAL and INFEASIBLE are proofs
+    for the real-valued problem; FEASIBLE is a plan without a proof (its ``limit`` says why);
+    NO_SOLUTION is no plan and no proof; ERROR is a failure of the backend itself."""
+
     OPTIMAL = "optimal"
     FEASIBLE = "feasible"
     INFEASIBLE = "infeasible"
@@ -41,9 +49,12 @@ class NoPlanError(RuntimeError):
 class SolveSettings:
     """Explicit solver settings; no backend reads globals."""
 
+    #: Wall-clock limit of the whole call, model building included (docs/planner.md).
     time_limit_s: float = 10.0
     threads: int = 1
     seed: int = 0
+    #: Exact backends may stop once ``|objective - bound| / |objective| <= rel_gap``; such a
+    #: result is FEASIBLE (limit OTHER) unless its bound meets its objective.
     rel_gap: float = 0.0
     #: A plan to start from (exact backends use it as a hint; heuristics may ignore it).
     warm_start: Any = None
@@ -106,3 +117,34 @@ class SolveResult(Generic[PlanT]):
             "wall_time_s": self.wall_time_s,
             "message": self.message,
         }
+
+
+def status_violations(result: SolveResult[Any], maximize: bool = False) -> list[str]:
+    """How ``result``'s status, limit, plan, objective and bound contradict each other (empty
+    when they are consistent): OPTIMAL has a plan and a bound equal to its objective (within
+    :data:`STATUS_REL_TOL`) and no limit; FEASIBLE has a plan, a limit saying why it is not
+    optimal and, if any, a bound on the right side of its objective; INFEASIBLE, NO_SOLUTION
+    and ERROR have no plan; INFEASIBLE is a proof, so it has no limit either."""
+    out: list[str] = []
+    has_plan = result.plan is not None
+    term = result.termination
+    if term in (Termination.OPTIMAL, Termination.FEASIBLE):
+        if not has_plan or result.objective is None or not math.isfinite(result.objective):
+            out.append(f"{term.value} without a plan and a finite objective")
+    elif has_plan or result.objective is not None:
+        out.append(f"{term.value} with a plan or an objective")
+    if term in (Termination.OPTIMAL, Termination.INFEASIBLE) and result.limit is not Limit.NONE:
+        out.append(f"{term.value} (a proof) with limit {result.limit.value!r}")
+    if term is Termination.FEASIBLE and result.limit is Limit.NONE:
+        out.append("feasible without a limit saying why it is not optimal")
+    obj, bound = result.objective, result.bound
+    if obj is None or bound is None or not math.isfinite(obj):
+        if term is Termination.OPTIMAL and bound is None:
+            out.append("optimal without a bound")
+        return out
+    slack = STATUS_REL_TOL * max(1.0, abs(obj))
+    if (bound < obj - slack) if maximize else (bound > obj + slack):
+        out.append(f"bound {bound!r} on the wrong side of the objective {obj!r}")
+    if term is Termination.OPTIMAL and abs(obj - bound) > slack:
+        out.append(f"optimal with bound {bound!r} away from the objective {obj!r}")
+    return out

@@ -13,10 +13,16 @@ import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lumen.planner.problems import PairingProblem, PlacementProblem, RecoveryProblem
-from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
+from lumen.planner.result import (
+    STATUS_REL_TOL,
+    Limit,
+    SolveResult,
+    SolveSettings,
+    Termination,
+)
 
 Problem = PlacementProblem | RecoveryProblem | PairingProblem
 Backend = Callable[[Any, SolveSettings], SolveResult[Any]]
@@ -233,31 +239,60 @@ def _auto(kind: str, problem: Problem, settings: SolveSettings) -> SolveResult[A
         )
     exact_settings = dataclasses.replace(settings, time_limit_s=remaining, warm_start=greedy.plan)
     exact = solve(problem, exact_name, exact_settings)
-    better = exact.has_plan and (
-        not greedy.has_plan
-        or (
-            exact.objective is not None
-            and greedy.objective is not None
-            and _better(kind, exact.objective, greedy.objective)
-        )
+    merged = merge_auto(kind == "pairing", greedy, exact)
+    used = greedy_name if merged.method == greedy.method else exact_name
+    return dataclasses.replace(
+        merged, method=f"auto:{used}", wall_time_s=time.perf_counter() - start
     )
-    chosen = exact if better or not greedy.has_plan else greedy
-    bound = exact.bound if exact.bound is not None else chosen.bound
-    termination = chosen.termination
-    if chosen is greedy and exact.termination is Termination.OPTIMAL:
-        termination = Termination.OPTIMAL  # the greedy plan is as good as the proven optimum
-    elif chosen is greedy and exact.termination is Termination.INFEASIBLE:
-        termination = Termination.INFEASIBLE
-    limit = Limit.NONE if termination is Termination.OPTIMAL else exact.limit
+
+
+def merge_auto(
+    maximize: bool, greedy: SolveResult[Any], exact: SolveResult[Any]
+) -> SolveResult[Any]:
+    """One consistent result from the greedy's and the exact backend's: the better plan, the
+    exact backend's bound where it is valid for that plan, OPTIMAL only when that bound meets
+    the plan's objective, and never INFEASIBLE beside a plan."""
+    # Ties keep the greedy plan (the exact one must be strictly better to replace it).
+    found = [r for r in (greedy, exact) if r.has_plan and r.objective is not None]
+    if not found:
+        return exact if exact.termination is not Termination.NO_SOLUTION else greedy
+    chosen = found[0]
+    for other in found[1:]:
+        if _better(maximize, cast(float, other.objective), cast(float, chosen.objective)):
+            chosen = other
+    value = cast(float, chosen.objective)
+    slack = STATUS_REL_TOL * max(1.0, abs(value))
+    notes = [chosen.message] if chosen.message else []
+    bound = exact.bound if exact.termination is not Termination.INFEASIBLE else None
+    if exact.termination is Termination.INFEASIBLE:
+        notes.append(f"{exact.method} reported infeasible, yet this plan passes the check")
+    if bound is not None and (bound < value - slack if maximize else bound > value + slack):
+        notes.append(f"{exact.method}'s bound {bound:.6g} contradicts this plan; dropped")
+        bound = None
+    proven = (
+        exact.termination is Termination.OPTIMAL
+        and bound is not None
+        and abs(bound - value) <= slack
+    )
+    if bound is not None:
+        bound = max(bound, value) if maximize else min(bound, value)
+    if proven:
+        return dataclasses.replace(
+            chosen,
+            termination=Termination.OPTIMAL,
+            limit=Limit.NONE,
+            bound=bound,
+            message="; ".join(notes),
+        )
+    limit = next((r.limit for r in (exact, chosen) if r.limit is not Limit.NONE), Limit.OTHER)
     return dataclasses.replace(
         chosen,
-        method=f"auto:{exact_name if chosen is exact else greedy_name}",
-        termination=termination,
+        termination=Termination.FEASIBLE,
         limit=limit,
         bound=bound,
-        wall_time_s=time.perf_counter() - start,
+        message="; ".join(notes),
     )
 
 
-def _better(kind: str, a: float, b: float) -> bool:
-    return a > b + 1e-12 if kind == "pairing" else a < b - 1e-12
+def _better(maximize: bool, a: float, b: float) -> bool:
+    return a > b + 1e-12 if maximize else a < b - 1e-12

@@ -15,13 +15,13 @@ from lumen.planner.decisions import (
     recovery_decision,
 )
 from lumen.planner.domain import Request, WorkerState
-from lumen.planner.result import SolveSettings, Termination
+from lumen.planner.result import Limit, SolveSettings, Termination
 from lumen.planner.service.broadcast import PlanBroadcaster
 from lumen.planner.service.controller import Controller, ControllerConfig
 from lumen.planner.service.errors import AlreadyExists, InvalidField, NotFound, NotReady
 from lumen.planner.solve import solve
 
-from .conftest import small_state
+from .conftest import GB, small_state
 
 SETTINGS = SolveSettings(time_limit_s=5.0)
 
@@ -93,6 +93,21 @@ def test_place_request_reports_when_nothing_fits(config: ControllerConfig) -> No
     assert placed.status.termination is Termination.INFEASIBLE
     view = c.snapshot()
     assert view is not None and view.request(10).checkpoint_holder is None
+
+
+def test_place_request_full_of_earlier_placements_proves_nothing(config: ControllerConfig) -> None:
+    # 4 GB per worker holds one 20,000-token checkpoint: the two other-node workers take the
+    # first two, the third fits alone but not beside them; that is no proof of infeasibility.
+    c = Controller(config)
+    state = small_state()
+    for w in state.workers:
+        state = state.with_load(w.id, type(state.load(w.id))(host_budget_bytes=4 * GB))
+    c.report_state(state)
+    placed = [c.place_request(Request(10 + k, 0, 20_000, 0, 200)) for k in range(3)]
+    assert [p.holder for p in placed[:2]] == [2, 3]
+    assert placed[2].holder is None
+    assert placed[2].status.termination is Termination.NO_SOLUTION
+    assert placed[2].status.limit is Limit.HEURISTIC and placed[2].status.message
 
 
 def test_failure_publishes_recovery_then_pairing_as_a_direct_solve_would(

@@ -21,7 +21,13 @@ KV does not bind: the uncapacitated optimum of the *same* integer model is a min
 (:func:`horn_flow`, OR-Tools' C++ network solver, 0.3 s at 16 x 256), whose value is a lower
 bound and becomes the objective domain's lower end; its assignment, when it respects KV, is
 the hint (with the greedy plan and ``settings.warm_start``, the best one wins). If the hint meets
-the bound CP-SAT only checks it (presolve off); otherwise it searches, with that bound.
+the bound it is optimal and CP-SAT does not run (with one thread it used to spend the whole time
+limit confirming it); otherwise CP-SAT searches, with that bound.
+
+**Time limit.** The flow runs only when its estimated time (:data:`FLOW_S_PER_ARC`) fits a share
+of the limit; the model is written into the CP-SAT proto directly with paced deadline checks;
+CP-SAT gets what is left less the cost of loading the model. What does not fit is skipped and
+the best hint is returned FEASIBLE with :attr:`Limit.TIME`.
 
 **Integer scaling.** Times are in units of :data:`RESOLUTION_S` (1 us) and the objective in half
 units. Each coefficient is rounded down (processing times to ``V = floor(p / RESOLUTION_S)``,
@@ -34,14 +40,17 @@ objective is recomputed in floats from the plan.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
 from ortools.sat.python import cp_model
 
+from lumen.planner.formulations.deadline import OutOfTime, Pace
 from lumen.planner.heuristics.recovery import solve_greedy
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
@@ -60,6 +69,15 @@ RESOLUTION_S = 1e-6
 KV_SCALE = 1000
 #: CP-SAT presolves models with at most this many pairs (presolve time grows fast with size).
 PRESOLVE_PAIRS = 2000
+#: Seconds per arc of :func:`horn_flow` (measured: 2.1 s for 2.4M arcs at 64 x 512 on a loaded
+#: 2-core machine; kept on the safe side), and the share of the time left it may take.
+FLOW_S_PER_ARC = 1e-6
+FLOW_SHARE = 0.6
+#: Seconds per Boolean of handing a model to CP-SAT and loading it (measured: 0.33 s beyond its
+#: limit at 64 x 512, 32,768 pairs); CP-SAT is not started with less time left
+#: than MIN_SOLVE_S.
+LOAD_S_PER_PAIR = 1e-5
+MIN_SOLVE_S = 0.02
 
 Chain = list[tuple[int, int, IntArray]]
 
@@ -155,74 +173,128 @@ def _fit_max(data: CompactData, ks: IntArray, j: int) -> int:
 
 @dataclass
 class RecoveryCpSatModel:
-    """A built CP-SAT model with its variable handles."""
+    """A built CP-SAT model with its variable indices (written into the proto directly: the
+    Python expression API costs seconds at 64 x 512)."""
 
     model: cp_model.CpModel
     data: CompactData
-    #: (i, j) -> Boolean "request i on machine j", for the pairs kept.
-    x: dict[tuple[int, int], cp_model.IntVar]
-    #: Per machine: (V_t, N_t, N_t^2 or None), longest first.
-    counts: dict[int, list[tuple[int, cp_model.IntVar, cp_model.IntVar | None]]]
+    #: Variable index of the Boolean "request data.i[k] on machine data.j[k]", per pair k.
+    x: IntArray
+    #: Per machine: (V_t, index of N_t, index of N_t^2 or -1), longest first.
+    counts: dict[int, list[tuple[int, int, int]]]
+
+
+def _bool_proto() -> Any:
+    """A Boolean's variable message, copied into models in bulk (``variables.extend``)."""
+    var = cp_model.CpModel().proto.variables.add()
+    var.domain.extend([0, 1])
+    return var
+
+
+_BOOL = _bool_proto()
+_INT_MAX = 2**62
+
+
+def _int_var(proto: Any, low: int, high: int) -> int:
+    var = proto.variables.add()
+    var.domain.extend([int(low), int(high)])
+    return len(proto.variables) - 1
+
+
+def _linear(proto: Any, var: list[int], coef: list[int], low: int, high: int) -> None:
+    ct = proto.constraints.add()
+    ct.linear.vars.extend(var)
+    ct.linear.coeffs.extend(coef)
+    ct.linear.domain.extend([int(low), int(high)])
+
+
+def _square(proto: Any, count: int, top: int) -> int:
+    """A variable equal to ``count`` squared (CP-SAT's int_prod)."""
+    sq = _int_var(proto, 0, top * top)
+    ct = proto.constraints.add()
+    ct.int_prod.target.vars.append(sq)
+    ct.int_prod.target.coeffs.append(1)
+    for _ in range(2):
+        expr = ct.int_prod.exprs.add()
+        expr.vars.append(count)
+        expr.coeffs.append(1)
+    return sq
 
 
 def build_model(
-    data: CompactData, objective_range: tuple[int, int] | None = None
+    data: CompactData,
+    objective_range: tuple[int, int] | None = None,
+    deadline: float = math.inf,
 ) -> RecoveryCpSatModel:
     """Build the compact CP-SAT model; ``objective_range`` (model units) restricts the objective
-    (redundant when it comes from a valid bound and a feasible solution). No solving here."""
+    (redundant when it comes from a valid bound and a feasible solution). No solving here.
+    Raises :class:`OutOfTime` past ``deadline`` (a :func:`time.perf_counter` value)."""
     model = cp_model.CpModel()
-    var: list[cp_model.IntVar] = []
-    x: dict[tuple[int, int], cp_model.IntVar] = {}
-    options: list[list[cp_model.IntVar]] = [[] for _ in range(data.num_requests)]
-    for i, j in zip(data.i.tolist(), data.j.tolist(), strict=True):
-        var.append(model.new_bool_var(f"x_{i}_{j}"))
-        x[i, j] = var[-1]
-        options[i].append(var[-1])
-    for opts in options:
-        model.add_exactly_one(opts)
-    terms: list[tuple[cp_model.IntVar, int]] = list(zip(var, data.linear.tolist(), strict=True))
-    counts: dict[int, list[tuple[int, cp_model.IntVar, cp_model.IntVar | None]]] = {}
-    for j, chain in data.chains().items():
+    proto = model.proto
+    first = len(proto.variables)
+    proto.variables.extend([_BOOL] * len(data.i))
+    x = np.arange(first, first + len(data.i), dtype=np.int64)
+    order = np.argsort(data.i, kind="stable")
+    cuts = np.searchsorted(data.i[order], np.arange(data.num_requests + 1))
+    for r in range(data.num_requests):
+        literals = x[order[cuts[r] : cuts[r + 1]]].tolist()
+        proto.constraints.add().exactly_one.literals.extend(literals)
+    obj_var, obj_coef = x.tolist(), data.linear.tolist()
+    counts: dict[int, list[tuple[int, int, int]]] = {}
+    chains = data.chains()
+    pace = Pace(len(data.i), deadline)
+    done = 0
+    for j, chain in chains.items():
+        pace.step(done)
         mine = np.concatenate([g for _, _, g in chain])
         if data.cap[j] >= 0:
-            model.add(sum(int(data.kv[data.i[k]]) * var[k] for k in mine) <= int(data.cap[j]))
+            kv = data.kv[data.i[mine]].tolist()
+            _linear(proto, x[mine].tolist(), kv, -_INT_MAX, int(data.cap[j]))
         top_all = _fit_max(data, mine, j)
-        out: list[tuple[int, cp_model.IntVar, cp_model.IntVar | None]] = []
-        prev: cp_model.IntVar | None = None
+        out: list[tuple[int, int, int]] = []
+        prev = -1
         seen = 0
         for v, d, grp in chain:
             seen += len(grp)
             top = min(seen, top_all)
-            n_var = model.new_int_var(0, top, f"N_{j}_{v}")
-            step = sum(var[k] for k in grp.tolist())
-            model.add(n_var == (prev + step if prev is not None else step))
+            n_var = _int_var(proto, 0, top)
+            # N_t = N_{t-1} + (the Booleans of the requests whose time here is V_t)
+            var = [n_var, *([prev] if prev >= 0 else []), *x[grp].tolist()]
+            coef = [1, *([-1] if prev >= 0 else []), *([-1] * len(grp))]
+            _linear(proto, var, coef, 0, 0)
             prev = n_var
-            sq = None
+            sq = -1
             if d > 0 and top > 0:
-                sq = model.new_int_var(0, top * top, f"sq_{j}_{v}")
-                model.add_multiplication_equality(sq, [n_var, n_var])
-                terms.append((sq, d))
+                sq = _square(proto, n_var, top)
+                obj_var.append(sq)
+                obj_coef.append(d)
             out.append((v, n_var, sq))
         counts[j] = out
-    model.minimize(sum(c * v for v, c in terms))
+        done += len(mine)
+    proto.objective.vars.extend(obj_var)
+    proto.objective.coeffs.extend(obj_coef)
     if objective_range is not None:
-        model.proto.objective.domain.extend(objective_range)
+        proto.objective.domain.extend(objective_range)
     return RecoveryCpSatModel(model, data, x, counts)
 
 
 def add_hint(built: RecoveryCpSatModel, machine: IntArray) -> None:
     """Hint a complete assignment (every variable of the model gets a value)."""
-    for (i, j), b in built.x.items():
-        built.model.add_hint(b, int(int(machine[i]) == j))
     data = built.data
     on = machine[data.i] == data.j
+    var, value = built.x.tolist(), on.astype(int).tolist()
     for j, chain in built.counts.items():
         times = data.vt[on & (data.j == j)]
         for v, n_var, sq in chain:
             k = int((times >= v).sum())
-            built.model.add_hint(n_var, k)
-            if sq is not None:
-                built.model.add_hint(sq, k * k)
+            var.append(n_var)
+            value.append(k)
+            if sq >= 0:
+                var.append(sq)
+                value.append(k * k)
+    hint = built.model.proto.solution_hint
+    hint.vars.extend(var)
+    hint.values.extend(value)
 
 
 def solve_model(
@@ -268,9 +340,8 @@ def extract_plan(
 ) -> RecoveryPlan:
     """The plan of the solver's assignment (SPT order, fastest modes)."""
     machine = np.full(problem.num_requests, -1, np.int64)
-    for (i, j), b in built.x.items():
-        if solver.boolean_value(b):
-            machine[i] = j
+    on = np.asarray(solver.response_proto.solution, dtype=np.int64)[built.x] > 0
+    machine[built.data.i[on]] = built.data.j[on]
     return RecoveryPlan.from_assignment(problem, machine)
 
 
@@ -330,10 +401,34 @@ def horn_flow(data: CompactData) -> tuple[int, IntArray] | None:
     return int(flow.optimal_cost()), machine
 
 
+def flow_arcs(data: CompactData) -> int:
+    """Request-to-slot arcs of :func:`horn_flow`'s network (its cost grows with them)."""
+    total = 0
+    for j in np.unique(data.j).tolist():
+        ks = np.flatnonzero(data.j == j)
+        total += len(ks) * _fit_max(data, ks, j)
+    return total
+
+
+def _relaxation(data: CompactData, deadline: float) -> tuple[int, IntArray] | str | None:
+    """:func:`horn_flow` when it fits the time left (``"skipped"`` otherwise, or when the
+    network solver fails): its bound is worth at most :data:`FLOW_SHARE` of the time left."""
+    left = deadline - time.perf_counter()
+    if flow_arcs(data) * FLOW_S_PER_ARC > FLOW_SHARE * left:
+        return "skipped"
+    try:
+        return horn_flow(data)
+    except RuntimeError:  # e.g. cost overflow: go on without the bound
+        return "skipped"
+
+
 def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[RecoveryPlan]:
     """Solve exactly with CP-SAT: bound and hint from :func:`horn_flow`, hints from the greedy
-    plan and ``settings.warm_start``, then CP-SAT with the objective domain [bound, best hint]."""
+    plan and ``settings.warm_start``, then CP-SAT with the objective domain [bound, best hint].
+    A hint that meets the bound is optimal without CP-SAT; building, the flow and CP-SAT all
+    fit in the time limit (what does not fit is skipped, and the best hint is returned)."""
     start = time.perf_counter()
+    deadline = start + settings.time_limit_s
     method = "cpsat"
 
     def elapsed() -> float:
@@ -345,16 +440,14 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
         return trivial
     data = compact_data(problem, p)
     candidates: list[IntArray] = []
-    lower = 0
-    try:
-        relaxed = horn_flow(data)
-    except RuntimeError:  # e.g. cost overflow: go on without the bound
-        relaxed = (0, np.full(problem.num_requests, -1, np.int64))
+    relaxed = _relaxation(data, deadline)
     if relaxed is None:
         msg = "no assignment exists even without KV limits between requests"
         return SolveResult(method, Termination.INFEASIBLE, wall_time_s=elapsed(), message=msg)
-    lower = relaxed[0]
-    candidates.append(relaxed[1])
+    lower = 0
+    if not isinstance(relaxed, str):
+        lower = relaxed[0]
+        candidates.append(relaxed[1])
     if isinstance(settings.warm_start, RecoveryPlan):
         candidates.append(np.asarray(settings.warm_start.machine, np.int64))
     greedy = solve_greedy(problem, settings).plan
@@ -363,27 +456,59 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
     feasible = [c for c in candidates if data.allows(c) and is_feasible(problem, c, p)]
     hint = min(feasible, key=data.value) if feasible else None
     upper = data.value(hint) if hint is not None else np.iinfo(np.int64).max // 4
-    built = build_model(data, (min(lower, upper), upper))
+    stopped = Limit.CANCELLED if settings.cancel is not None and settings.cancel.is_set() else None
+    if hint is not None and upper <= lower:
+        # The hint meets a valid lower bound: proven, nothing for CP-SAT to do.
+        return _hint_result(problem, p, hint, lower / data.scale, None, elapsed())
+    try:
+        if stopped is not None:
+            raise OutOfTime
+        load_s = MIN_SOLVE_S + len(data.i) * LOAD_S_PER_PAIR
+        built = build_model(data, (min(lower, upper), upper), deadline - load_s)
+        left = deadline - time.perf_counter() - len(data.i) * LOAD_S_PER_PAIR
+        if left < MIN_SOLVE_S:
+            raise OutOfTime
+    except OutOfTime:
+        limit = stopped or Limit.TIME
+        if hint is None:
+            return SolveResult(method, Termination.NO_SOLUTION, limit, wall_time_s=elapsed())
+        return _hint_result(problem, p, hint, lower / data.scale, limit, elapsed())
     if hint is not None:
         add_hint(built, hint)
-    left = dataclasses.replace(settings, time_limit_s=max(settings.time_limit_s - elapsed(), 1e-3))
     # CP-SAT's presolve costs seconds on the products of a large model (8 s at 16 x 256) and is
     # useless when the hint meets the bound.
-    presolve = upper > lower and len(data.i) <= PRESOLVE_PAIRS
-    solver, status, cancelled = solve_model(built, left, presolve)
+    presolve = len(data.i) <= PRESOLVE_PAIRS
+    solver, status, cancelled = solve_model(
+        built, dataclasses.replace(settings, time_limit_s=left), presolve
+    )
     if status == "UNKNOWN" and hint is not None:
         # Stopped before CP-SAT reported a solution: the hint is still a feasible plan.
-        objective = recovery_objective(problem, hint, p)
-        return SolveResult(
-            method,
-            Termination.FEASIBLE,
-            Limit.CANCELLED if cancelled else Limit.TIME,
-            objective=objective,
-            bound=min(lower / data.scale, objective),
-            wall_time_s=elapsed(),
-            plan=RecoveryPlan.from_assignment(problem, hint),
-        )
+        limit = Limit.CANCELLED if cancelled else Limit.TIME
+        return _hint_result(problem, p, hint, lower / data.scale, limit, elapsed())
     return _result(problem, p, built, solver, status, cancelled, elapsed())
+
+
+def _hint_result(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    hint: IntArray,
+    bound: float,
+    limit: Limit | None,
+    wall: float,
+) -> SolveResult[RecoveryPlan]:
+    """The hint as the result: OPTIMAL when ``limit`` is None (it met the bound), else
+    FEASIBLE with that limit."""
+    objective = recovery_objective(problem, hint, p)
+    termination = Termination.OPTIMAL if limit is None else Termination.FEASIBLE
+    return SolveResult(
+        "cpsat",
+        termination,
+        limit or Limit.NONE,
+        objective=objective,
+        bound=min(bound, objective),
+        wall_time_s=wall,
+        plan=RecoveryPlan.from_assignment(problem, hint),
+    )
 
 
 def _result(

@@ -20,7 +20,9 @@ counts (the greedy plan, or ``settings.warm_start``), and the hint is CBC's MIP 
 Coefficients are floats in seconds (no integer scaling); the reported objective is recomputed
 from the plan.
 
-Cancellation (``settings.cancel``) takes effect between CBC runs (CBC runs as a subprocess).
+Cancellation (``settings.cancel``) takes effect between CBC runs (CBC runs as a subprocess,
+killed at the deadline: :mod:`lumen.planner.formulations.cbc`); the model is built with
+deadline checks.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import pulp
 
+from lumen.planner.formulations.cbc import MIN_CBC_S, DeadlineCbc
+from lumen.planner.formulations.deadline import OutOfTime, Pace
 from lumen.planner.heuristics.recovery import solve_greedy
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
@@ -45,12 +49,14 @@ from lumen.planner.recovery_eval import (
     recovery_objective,
     trivial_result,
 )
-from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
+from lumen.planner.result import STATUS_REL_TOL, Limit, SolveResult, SolveSettings, Termination
 
 #: Most CBC runs of the lazy-secant loop (each adds at least one secant).
 MAX_ROUNDS = 50
 #: A secant is added when ``w < N^2 - SECANT_TOL`` at the optimum.
 SECANT_TOL = 1e-6
+#: Writing the model for CBC takes about this share of the time it took to build it.
+WRITE_SHARE = 0.6
 
 
 @dataclass
@@ -77,10 +83,14 @@ class RecoveryMilp:
 
 
 def build_model(
-    problem: RecoveryProblem, p: FloatArray, hint: IntArray | None = None
+    problem: RecoveryProblem,
+    p: FloatArray,
+    hint: IntArray | None = None,
+    deadline: float = math.inf,
 ) -> RecoveryMilp:
     """Build the MILP with the secants at the hint's counts (c and c - 1: the two secants
-    through c); no solving here."""
+    through c); no solving here. Raises :class:`OutOfTime` past ``deadline`` (a
+    :func:`time.perf_counter` value)."""
     n, m = problem.num_requests, problem.num_machines
     kv, cap = problem.kv_tokens, problem.kv_free_tokens
     allowed = np.isfinite(p) & (kv[:, None] <= cap[None, :])
@@ -93,7 +103,9 @@ def build_model(
     for i in range(n):
         prob += pulp.lpSum(x[i, int(j)] for j in np.flatnonzero(allowed[i])) == 1, f"assign_{i}"
     chains: list[Chain] = []
+    pace = Pace(m, deadline, 1.0 + WRITE_SHARE)
     for j in range(m):
+        pace.step(j)
         jobs = np.flatnonzero(allowed[:, j])
         if len(jobs) == 0:
             continue
@@ -154,14 +166,20 @@ def violated_secants(built: RecoveryMilp) -> int:
 
 
 def solve_model(
-    built: RecoveryMilp, settings: SolveSettings, time_limit_s: float, log: Path
+    built: RecoveryMilp,
+    settings: SolveSettings,
+    time_limit_s: float,
+    log: Path,
+    deadline: float = math.inf,
 ) -> tuple[int, float | None]:
-    """One CBC run; returns PuLP's solution status and CBC's lower bound when it reports one."""
+    """One CBC run, killed at ``deadline``; returns PuLP's solution status and CBC's lower
+    bound when it reports one."""
     with warnings.catch_warnings():
         # PuLP 3 deprecates PULP_CBC_CMD in favour of COIN_CMD with a separately installed CBC;
         # the bundled binary is the one this project ships with.
         warnings.simplefilter("ignore", DeprecationWarning)
-        solver = pulp.PULP_CBC_CMD(
+        solver = DeadlineCbc(
+            min(deadline, time.perf_counter() + time_limit_s),
             msg=False,
             timeLimit=max(time_limit_s, 0.1),
             threads=settings.threads,
@@ -216,11 +234,17 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
     hint = None
     if hint_plan is not None and is_feasible(problem, hint_plan.machine, p):
         hint = np.asarray(hint_plan.machine, np.int64)
-    built = build_model(problem, p, hint)
-    if hint is not None:
-        set_start(built, hint, p)
     # The hint is a feasible plan already: returned if CBC finds nothing better in time.
     plan = RecoveryPlan.from_assignment(problem, hint) if hint is not None else None
+    begin = time.perf_counter()
+    try:
+        built = build_model(problem, p, hint, start + settings.time_limit_s)
+    except OutOfTime:
+        return _stopped(problem, p, plan, Limit.TIME, elapsed(), "building the model ran out")
+    # Writing the model for CBC costs about half of building it: keep that inside the limit.
+    write_s = WRITE_SHARE * (time.perf_counter() - begin)
+    if hint is not None:
+        set_start(built, hint, p)
     bound: float | None = None
     limit = Limit.NONE
     with tempfile.TemporaryDirectory(prefix="lumen-cbc-") as tmp:
@@ -229,10 +253,11 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
             if settings.cancel is not None and settings.cancel.is_set():
                 limit = Limit.CANCELLED
                 break
-            if left <= 0.05:
+            if left <= write_s + MIN_CBC_S:
                 limit = Limit.TIME
                 break
-            status, lower = solve_model(built, settings, left, Path(tmp) / f"cbc{rnd}.log")
+            log = Path(tmp) / f"cbc{rnd}.log"
+            status, lower = solve_model(built, settings, left, log, start + settings.time_limit_s)
             if status == pulp.LpSolutionInfeasible:
                 msg = "CBC proved the MILP infeasible"
                 return SolveResult(
@@ -262,20 +287,41 @@ def solve(problem: RecoveryProblem, settings: SolveSettings) -> SolveResult[Reco
     if plan is None:
         stopped = limit if limit is not Limit.NONE else Limit.TIME
         return SolveResult(method, Termination.NO_SOLUTION, stopped, wall_time_s=wall)
+    if limit is not Limit.NONE:
+        return _stopped(problem, p, plan, limit, wall, "", bound)
     objective = recovery_objective(problem, plan.machine, p)
-    if bound is not None:
-        bound = min(bound, objective)
-    if limit is Limit.NONE:
-        if settings.rel_gap > 0 and bound is not None and objective - bound > 1e-9 * objective:
-            return SolveResult(
-                method,
-                Termination.FEASIBLE,
-                Limit.OTHER,
-                objective,
-                bound,
-                wall,
-                plan,
-                "stopped at the requested relative gap",
-            )
-        return SolveResult(method, Termination.OPTIMAL, Limit.NONE, objective, bound, wall, plan)
-    return SolveResult(method, Termination.FEASIBLE, limit, objective, bound, wall, plan)
+    # Without a relative gap the last relaxation was solved to optimality with no secant
+    # violated: its value is the plan's (the bound is that value); with one, CBC's bound.
+    bound = min(bound if bound is not None else objective, objective)
+    slack = STATUS_REL_TOL * max(1.0, abs(objective))
+    if settings.rel_gap > 0 and objective - bound > slack:
+        return SolveResult(
+            method,
+            Termination.FEASIBLE,
+            Limit.OTHER,
+            objective,
+            bound,
+            wall,
+            plan,
+            f"stopped at the requested relative gap {settings.rel_gap:g}",
+        )
+    return SolveResult(method, Termination.OPTIMAL, Limit.NONE, objective, bound, wall, plan)
+
+
+def _stopped(
+    problem: RecoveryProblem,
+    p: FloatArray,
+    plan: RecoveryPlan | None,
+    limit: Limit,
+    wall: float,
+    message: str,
+    bound: float | None = None,
+) -> SolveResult[RecoveryPlan]:
+    """A run stopped short of a proof: its best plan as FEASIBLE, else NO_SOLUTION."""
+    if plan is None:
+        return SolveResult(
+            "milp", Termination.NO_SOLUTION, limit, wall_time_s=wall, message=message
+        )
+    objective = recovery_objective(problem, plan.machine, p)
+    bound = None if bound is None else min(bound, objective)
+    return SolveResult("milp", Termination.FEASIBLE, limit, objective, bound, wall, plan, message)

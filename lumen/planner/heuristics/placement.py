@@ -2,8 +2,9 @@
 
 All three place requests one at a time with capacities charged as they go, and report the
 objective of docs/planner.md section 1 through :func:`placement_objective`. A request that no
-allowed worker can take any more ends the run with ``INFEASIBLE`` and names the request (for the
-heuristics this means "could not place", not a proof: the exact backends give proofs).
+allowed worker can take any more ends the run with ``NO_SOLUTION`` and names the request ("could
+not place" is not a proof); ``INFEASIBLE`` only when a request fits on no allowed worker even
+alone (a cheap proof, as for the recovery heuristics).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from lumen.planner.placement_eval import home_mask, placement_objective
+from lumen.planner.placement_eval import home_mask, placement_objective, unplaceable_requests
 from lumen.planner.plans import PlacementPlan
 from lumen.planner.problems import FloatArray, IntArray, PlacementProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
@@ -36,13 +37,16 @@ def _result(
     message: str = "",
 ) -> SolveResult[PlacementPlan]:
     if failed >= 0:
+        # Not placing a request proves nothing unless some request fits nowhere even alone.
+        proof = unplaceable_requests(problem).size > 0
         return SolveResult(
             name,
-            Termination.INFEASIBLE,
-            Limit.HEURISTIC,
+            Termination.INFEASIBLE if proof else Termination.NO_SOLUTION,
+            Limit.NONE if proof else Limit.HEURISTIC,
             wall_time_s=time.perf_counter() - start,
             message=f"could not place request {failed}: no allowed worker has its budget"
-            " and stream capacity left (the instance may still be feasible)",
+            " and stream capacity left"
+            + (" (some request fits on no worker)" if proof else " (the instance may be feasible)"),
         )
     return SolveResult(
         name,

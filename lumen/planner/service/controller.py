@@ -67,6 +67,7 @@ from lumen.planner.decisions import (
     recovery_decision,
 )
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
+from lumen.planner.placement_eval import unplaceable_requests
 from lumen.planner.placement_state import PLACEMENT_RULES, PlacementState
 from lumen.planner.problems import PairingProblem, PlacementProblem, RecoveryProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
@@ -492,10 +493,14 @@ class Controller:
             self._snapshot = None
             self._version += 1
             version = self._version
+            # Not placing it proves nothing unless it fits on no allowed worker even alone.
+            proof = holder is None and unplaceable_requests(p).size > 0
             status = Status(
                 method=f"incremental:{rule}",
-                termination=Termination.FEASIBLE if holder is not None else Termination.INFEASIBLE,
-                limit=Limit.HEURISTIC,
+                termination=Termination.FEASIBLE
+                if holder is not None
+                else (Termination.INFEASIBLE if proof else Termination.NO_SOLUTION),
+                limit=Limit.NONE if proof else Limit.HEURISTIC,
                 objective=placement.objective() if holder is not None else None,
                 wall_time_s=time.perf_counter() - start,
                 message=""
