@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lumen.planner.checker import check_recovery
@@ -584,8 +584,24 @@ def raw_problems(draw: st.DrawFn) -> RecoveryProblem:
     )
 
 
+def _presolve_infeasible() -> RecoveryProblem:
+    """Requests 2 and 3 each fit only one machine, leaving room for neither 0 (1 token) and 1
+    (3 tokens) together: CBC's presolve proves it before any solution status exists."""
+    modes = np.full((4, 3, 4), INF)
+    for i, j in ((0, 0), (0, 2), (1, 0), (1, 2), (2, 0), (3, 2)):
+        modes[i, j, 2] = 0.0
+    return RecoveryProblem.build(
+        ready_s=[0.0] * 3,
+        queued=[0] * 3,
+        kv_free_tokens=[3, INF, 6],
+        kv_tokens=[1, 3, 1, 4],
+        mode_time_s=modes,
+    )
+
+
 @settings(max_examples=40, deadline=None)
 @given(problem=raw_problems())
+@example(problem=_presolve_infeasible())
 def test_raw_instances_statuses_agree(problem: RecoveryProblem) -> None:
     results = {name: solve(problem, name, FAST) for name in ["auto", *BACKEND_NAMES]}
     for name, result in results.items():

@@ -192,7 +192,12 @@ def solve_model(
     built.prob.solve(solver)
     text = log.read_text() if log.exists() else ""
     found = re.findall(r"Lower bound:\s*([-+0-9.eE]+)", text)
-    return int(built.prob.sol_status), float(found[-1]) if found else None
+    lower_bound = float(found[-1]) if found else None
+    # CBC's presolve can prove infeasibility without a solution status to match: PuLP then
+    # reports the problem status Infeasible beside the solution status "no solution found".
+    if built.prob.status == pulp.LpStatusInfeasible and not solver.killed:
+        return pulp.LpSolutionInfeasible, lower_bound
+    return int(built.prob.sol_status), lower_bound
 
 
 def set_start(built: RecoveryMilp, machine: IntArray, p: FloatArray) -> None:
