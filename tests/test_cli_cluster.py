@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 import lumen.cli.cluster_cmds as cluster_cmds
 from lumen.cli import app
 from lumen.executor.bridge.calibrate import Calibration
-from lumen.executor.cluster.launcher import ClusterSpec
+from lumen.executor.bridge.prediction import LiveSetup, cost_model
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
 from lumen.executor.cluster.loadgen import LoadRequest, LoadResult
+from lumen.executor.cluster.probe import PathProbe
 from lumen.executor.cluster.run import FailureInjection, PolicyRun
 
 runner = CliRunner()
@@ -37,7 +39,11 @@ def _stub_run(differ: set[str] | None = None) -> tuple[list[str], object]:
         requests: Sequence[LoadRequest],
         failure: FailureInjection | None,
         timeout_s: float = 300.0,
+        before: Callable[[LocalCluster], None] | None = None,
     ) -> PolicyRun:
+        if before is not None:
+            calls.append("probe")
+            before(LocalCluster(spec))  # never started: the probe is stubbed too
         calls.append(spec.policy if failure is not None else "reference")
         arrival = [r.arrival_s for r in requests]
         first = [a + 0.05 for a in arrival]
@@ -51,10 +57,23 @@ def _stub_run(differ: set[str] | None = None) -> tuple[list[str], object]:
     return calls, run_policy
 
 
+#: The stubbed probe's request path: 40 ms on top of each probe's prefill.
+PATH_S = 0.04
+
+
+def _stub_probe(
+    cluster: LocalCluster, prompts: Sequence[Sequence[int]], **kwargs: object
+) -> PathProbe:
+    model = cost_model(fake_calibration(), LiveSetup())
+    n = len(prompts[0])
+    return PathProbe((n,), (model.prefill_time(n) + PATH_S,))
+
+
 @pytest.fixture
 def fake_cluster(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls, stub = _stub_run()
     monkeypatch.setattr(cluster_cmds, "run_policy", stub)
+    monkeypatch.setattr(cluster_cmds, "probe_cluster", _stub_probe)
     monkeypatch.setattr(cluster_cmds, "_calibration", fake_calibration)
     return calls
 
@@ -89,8 +108,9 @@ def _rows(output: str) -> dict[tuple[str, str], list[str]]:
 def test_run_prints_a_simulated_row_beside_each_live_row(fake_cluster: list[str]) -> None:
     result = runner.invoke(app, ARGS)
     assert result.exit_code == 0, result.output
-    assert fake_cluster == ["reference", "stop-and-restart", "lumen"]
+    assert fake_cluster == ["probe", "reference", "stop-and-restart", "lumen"]
     assert "calibrated (" in result.output
+    assert "request path 40.0 ms idle" in result.output
     rows = _rows(result.output)
     assert set(rows) == {
         (name, run)
@@ -107,11 +127,23 @@ def test_run_prints_a_simulated_row_beside_each_live_row(fake_cluster: list[str]
     # Lumen's restarted worker loads its draft first: a longer predicted reload.
     assert float(rows[("lumen", "simulated")][7].removesuffix(" s")) > recovery
     assert rows[("failure-free", "simulated")][7] == "-"
+    # The simulated TTFT includes the probed path: above 40 ms, and not by much.
+    free_ttft = float(rows[("failure-free", "simulated")][2].removesuffix(" ms"))
+    assert 40.0 < free_ttft < 60.0
+
+
+def test_run_without_verify_probes_a_cluster_of_its_own(fake_cluster: list[str]) -> None:
+    result = runner.invoke(app, [*ARGS, "--no-verify"])
+    assert result.exit_code == 0, result.output
+    # The probe runs on a failure-free cluster with no workload; no reference rows.
+    assert fake_cluster == ["probe", "reference", "stop-and-restart", "lumen"]
+    assert ("failure-free", "live") not in _rows(result.output)
 
 
 def test_run_fails_when_outputs_differ(monkeypatch: pytest.MonkeyPatch) -> None:
     _, stub = _stub_run(differ={"lumen"})
     monkeypatch.setattr(cluster_cmds, "run_policy", stub)
+    monkeypatch.setattr(cluster_cmds, "probe_cluster", _stub_probe)
     monkeypatch.setattr(cluster_cmds, "_calibration", fake_calibration)
     result = runner.invoke(app, ARGS)
     assert result.exit_code == 1
@@ -137,7 +169,7 @@ def test_demo_live_part(fake_cluster: list[str], tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     assert cluster_cmds.demo_live("paper-4w-qwen3-32b", console, tmp_path)
     text = console.export_text()
-    assert fake_cluster == ["reference", *cluster_cmds.DEMO_LIVE_POLICIES]
+    assert fake_cluster == ["probe", "reference", *cluster_cmds.DEMO_LIVE_POLICIES]
     rows = _rows(text)
     assert {p for p, _ in rows} == {"failure-free", *cluster_cmds.DEMO_LIVE_POLICIES}
 
