@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -424,3 +425,32 @@ def test_generator_overrides_and_errors() -> None:
         random_placement_problem(np.random.default_rng(0), 4, 5, "nope")
     with pytest.raises(ValueError, match="workers"):
         random_placement_problem(np.random.default_rng(0), 1, 5)
+
+
+# --- determinism of the greedy's local search ---------------------------------------------
+
+
+def test_greedy_plan_does_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local search is capped by work, not time: a clock that races ahead (every reading a
+    minute later) gives the same plan, with the same improving steps, as a real one. Capped by
+    time, the racing clock stopped the search before its first step."""
+    p = random_placement_problem(np.random.default_rng(3), 24, 120, "skewed")
+    normal = solve(p, "greedy", QUICK)
+    real = time.perf_counter
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + 60.0 * next(ticks))
+    racing = solve(p, "greedy", QUICK)
+    monkeypatch.undo()
+    assert "local search: 0 " not in normal.message
+    assert racing.message == normal.message
+    assert racing.require_plan().holder.tolist() == normal.require_plan().holder.tolist()
+    assert _checked(p, racing) == _checked(p, normal)
+
+
+def test_greedy_work_budget_is_the_only_cap() -> None:
+    """Same input and settings, same plan; a smaller time limit scales the work budget down
+    deterministically (twice the same), never by what the clock says."""
+    p = random_placement_problem(np.random.default_rng(5), 40, 400, "tight")
+    short = SolveSettings(time_limit_s=0.01)
+    runs = [solve(p, "greedy", s).require_plan().holder.tolist() for s in (short, short)]
+    assert runs[0] == runs[1]

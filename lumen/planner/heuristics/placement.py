@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,9 +19,14 @@ from lumen.planner.plans import PlacementPlan
 from lumen.planner.problems import FloatArray, IntArray, PlacementProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
-#: The greedy's local search stops after this long (or half the time limit, if less): the
-#: greedy is the fast path; the exact backends are there for more time.
-LOCAL_SEARCH_S = 0.5
+#: The greedy's local search stops after this much work, counted in vector cells evaluated
+#: (:class:`Work`), never after a wall-clock time: the same input always gives the same plan.
+#: About half a second on one core; time limits under one second scale it down in proportion
+#: (a function of the settings, so still deterministic).
+LOCAL_SEARCH_CELLS = 24_000_000
+#: Cells charged per evaluation on top of its vector length: the fixed cost of a few numpy
+#: calls, so that many evaluations of short vectors are not free.
+CALL_CELLS = 4_000
 #: Swaps cost O(n) per request; beyond this many requests the search only moves.
 SWAP_MAX_REQUESTS = 5_000
 #: Up to this many requests the greedy also starts from two more orders (see solve_greedy).
@@ -305,18 +311,35 @@ class _LocalSearch:
         self._refresh(f)
 
 
+@dataclass
+class Work:
+    """A work budget in cells: each evaluation spends :data:`CALL_CELLS` plus the length of the
+    vectors it scores (``m`` for a move, ``n`` for a swap, ``m`` per bundle to rearrange)."""
+
+    left: int
+
+    def spend(self, cells: int) -> bool:
+        """Charge ``cells``; False (nothing charged) when the budget cannot cover them."""
+        cost = cells + CALL_CELLS
+        if cost > self.left:
+            return False
+        self.left -= cost
+        return True
+
+
 def improve(
     problem: PlacementProblem,
     holder: IntArray,
     load: FloatArray,
-    deadline: float,
+    work: Work,
     cancel: threading.Event | None = None,
     swaps: bool = True,
 ) -> int:
     """Local search: for each request, the best move to another worker, else (``swaps``) the
     best exchange of holders with another request, taken when it decreases ``J``; sweeps repeat
-    until none does or ``deadline`` passes. ``holder`` and ``load`` (the m x m ``L``) are updated
-    in place; returns the number of steps taken.
+    until none does or ``work`` is spent (a count of evaluations, not a time, so the result
+    depends on the input alone; ``cancel`` is the caller's own stop). ``holder`` and ``load``
+    (the m x m ``L``) are updated in place; returns the number of steps taken.
 
     All targets are scored at once: after moving request ``i`` (home ``f``) to ``j``, the worst
     load of ``f`` is ``max(L'[j] + w, max_{k != j} L'[k])`` with ``L'`` the row without ``i``,
@@ -330,23 +353,27 @@ def improve(
     eps = 1e-12 * max(1.0, scale)
     steps = 0
     improved = True
-    homes = np.flatnonzero(np.bincount(problem.home, minlength=problem.num_workers) > 1)
+    m, n = problem.num_workers, problem.num_requests
+    count = np.bincount(problem.home, minlength=m)
+    homes = np.flatnonzero(count > 1)
     while improved:
         improved = False
         for f in homes.tolist():
-            if time.perf_counter() > deadline:
+            if not work.spend(int(count[f]) * m):
                 return steps
             if search.rearrange(f, eps):
                 steps += 1
                 improved = True
-        for i in range(problem.num_requests):
-            if time.perf_counter() > deadline or (cancel is not None and cancel.is_set()):
+        for i in range(n):
+            if (cancel is not None and cancel.is_set()) or not work.spend(m):
                 return steps
             move = search.move_deltas(i)
             gain, j = search.best_move(i, move)
             if gain < -eps:
                 search.apply(i, j)
             elif swaps:
+                if not work.spend(n):
+                    return steps
                 gain, k = search.best_swap(i, move)
                 if gain >= -eps:
                     continue
@@ -415,7 +442,8 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
        fail, best-fit packings (feasibility first) seed the search.
     2. Local search (:func:`improve`) after each construction: bundle rearrangement per home,
        moves, and (up to ``SWAP_MAX_REQUESTS`` requests) swaps, all strictly decreasing ``J``,
-       within ``LOCAL_SEARCH_S`` seconds or half the time limit in all.
+       within ``LOCAL_SEARCH_CELLS`` cells of work in all (scaled down by time limits under a
+       second), shared among the starts: the plan is a function of the input and settings.
     """
     start = time.perf_counter()
     n, m = problem.num_requests, problem.num_workers
@@ -433,7 +461,7 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
     both = both + problem.stream_bytes_s / max(float(caps.max(initial=0.0)), 1.0)
     for key in (problem.reserve_bytes, problem.stream_bytes_s, both):
         runs.append((np.lexsort((idx, -key)), "pack"))
-    search_end = start + min(LOCAL_SEARCH_S, 0.5 * settings.time_limit_s)
+    budget = int(LOCAL_SEARCH_CELLS * min(1.0, settings.time_limit_s))
     best: IntArray | None = None
     best_value, failed, steps = np.inf, -1, 0
     for k, (order, rule) in enumerate(runs):
@@ -443,10 +471,10 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
         if failed_k >= 0:
             failed = failed_k if failed < 0 else failed
             continue
-        now = time.perf_counter()
         shares = max(len(runs) - 3 - k, 1) if small else 1
-        deadline = now + max(search_end - now, 0.0) / shares
-        steps += improve(problem, holder, load, deadline, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        work = Work(budget // shares)
+        steps += improve(problem, holder, load, work, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        budget -= budget // shares - work.left
         value = placement_objective(problem, holder)
         if value < best_value:
             best, best_value = holder, value
