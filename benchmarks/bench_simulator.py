@@ -14,7 +14,7 @@ Both run the chosen policy (default lumen: checkpoint placement and streaming fo
 request, recovery planning, draft pairing) with the scenarios' cluster options.
 
 Usage: python benchmarks/bench_simulator.py [--quick] [--policy NAME] [--scale-minutes M]
-(--quick: 3 simulated minutes for (b) and 1 for (c); default for (c): 2 minutes, extrapolated)
+(--quick: 3 simulated minutes for (b), 6 seconds for (c); default for (c): 2 minutes, extrapolated)
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
         "--scale-minutes",
         type=float,
         default=None,
-        help="simulated minutes of (c), 60 for the whole hour (default 2; 1 with --quick)",
+        help="simulated minutes of (c), 60 for the whole hour (default 2; 0.1 with --quick)",
     )
     args = parser.parse_args()
     print(
@@ -121,7 +121,7 @@ def main() -> None:
         f"    mean TTFT {s.ttft_s.mean:.3f} s, P99 {s.ttft_s.p99:.3f} s;"
         f" mean TPOT {1e3 * s.tpot_s.mean:.1f} ms"
     )
-    minutes = args.scale_minutes or (1.0 if args.quick else 2.0)
+    minutes = args.scale_minutes or (0.1 if args.quick else 2.0)
     bench_scale_1024(minutes, args.policy)
 
 

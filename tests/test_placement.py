@@ -475,3 +475,14 @@ def test_state_memory_grows_with_workers_and_requests_not_their_square() -> None
         tracemalloc.stop()
     assert peak < 16e6
     assert sum(count for f in range(4096) for count, _ in state.row(f).values()) == 8192
+
+
+@pytest.mark.parametrize("seed", [2, 13])
+def test_greedy_near_optimal_under_tight_budgets(seed: int) -> None:
+    """Binding budgets and stream caps (8 workers x 16 requests, tight): shuffled starts and
+    the iterated local search reach within 1 % of the proven optimum (the two fixed orders alone
+    stopped 8-10 % above it)."""
+    p = random_placement_problem(np.random.default_rng(seed), 8, 16, "tight")
+    exact = solve(p, "cpsat", QUICK)
+    assert exact.termination is Termination.OPTIMAL and exact.objective is not None
+    assert _checked(p, solve(p, "greedy", QUICK)) <= exact.objective * 1.01

@@ -31,6 +31,15 @@ CALL_CELLS = 4_000
 SWAP_MAX_REQUESTS = 5_000
 #: Up to this many requests the greedy also starts from two more orders (see solve_greedy).
 MULTI_START_MAX_REQUESTS = 20_000
+#: Up to this many (request x worker) pairs it also starts from this many shuffled orders
+#: (drawn from ``settings.seed``): small instances with binding budgets have local optima that
+#: one order misses, and each start is cheap there.
+SHUFFLED_MAX_CELLS = 4_000
+SHUFFLED_STARTS = 32
+#: Iterated local search on those small instances (:func:`_iterated`): at most this many
+#: kicks, ending after ILS_PATIENCE in a row without improvement.
+ILS_ROUNDS = 400
+ILS_PATIENCE = 80
 
 
 def _result(
@@ -62,7 +71,7 @@ def _result(
 
 
 def _sequential(
-    problem: PlacementProblem, order: IntArray, rule: str
+    problem: PlacementProblem, order: IntArray, rule: str, start: IntArray | None = None
 ) -> tuple[IntArray, FloatArray, int]:
     """Place requests in ``order``, each on the feasible worker of least score:
 
@@ -72,6 +81,7 @@ def _sequential(
     - ``"pack"``: the room left on ``j``, budget and stream cap each relative to its largest
       value (best fit in both dimensions: feasibility first, ``J`` ignored).
 
+    ``start`` (-1: unplaced) keeps its placed requests where they are, capacities charged.
     Returns the holders, the per-(home, holder) loads and the first request that could not be
     placed (-1 when all were)."""
     m, n = problem.num_workers, problem.num_requests
@@ -96,6 +106,15 @@ def _sequential(
     finite_caps = stream[np.isfinite(stream)]
     stream_scale = max(float(finite_caps.max(initial=0.0)), 1.0)
     holder = np.full(n, -1, dtype=np.int64)
+    if start is not None:
+        holder[:] = start
+        kept = np.flatnonzero(start >= 0)
+        j_kept = start[kept]
+        budget -= np.bincount(j_kept, weights=problem.reserve_bytes[kept], minlength=m)
+        stream -= np.bincount(j_kept, weights=problem.stream_bytes_s[kept], minlength=m)
+        np.add.at(load, (problem.home[kept], j_kept), problem.work_s[kept])
+        worst = load.max(axis=1)
+        cost[:, (budget < least_reserve) | (stream < least_rate)] = np.inf
     score, full = np.empty(m), np.empty(m, dtype=bool)
     homes, works = problem.home.tolist(), problem.work_s.tolist()
     reserves, rates = problem.reserve_bytes.tolist(), problem.stream_bytes_s.tolist()
@@ -437,13 +456,17 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
        L[f][j] + work)``) and each home's final ``n_f``. Failure domains enter through the
        per-home candidate mask. Orders: decreasing restore work (LPT, also LPT within each
        home); then, up to ``MULTI_START_MAX_REQUESTS`` requests, homes by decreasing weight per
-       request (the ones that gain most from scarce low-wait room) and decreasing reservation.
+       request (the ones that gain most from scarce low-wait room) and decreasing reservation;
+       up to ``SHUFFLED_MAX_CELLS`` pairs also ``SHUFFLED_STARTS`` orders shuffled with
+       ``settings.seed`` (deterministic).
        At scale only the first runs, the last as a fallback if capacity runs out; if all
        fail, best-fit packings (feasibility first) seed the search.
     2. Local search (:func:`improve`) after each construction: bundle rearrangement per home,
        moves, and (up to ``SWAP_MAX_REQUESTS`` requests) swaps, all strictly decreasing ``J``,
        within ``LOCAL_SEARCH_CELLS`` cells of work in all (scaled down by time limits under a
        second), shared among the starts: the plan is a function of the input and settings.
+    3. Up to ``SHUFFLED_MAX_CELLS`` pairs, iterated local search from the best plan
+       (:func:`_iterated`) with the work left.
     """
     start = time.perf_counter()
     n, m = problem.num_requests, problem.num_workers
@@ -453,6 +476,9 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
     orders = [np.lexsort((idx, -problem.work_s))]
     if small:
         orders.append(np.lexsort((idx, -problem.work_s, -per_request[problem.home])))
+    if n * m <= SHUFFLED_MAX_CELLS:
+        rng = np.random.default_rng(settings.seed)
+        orders += [rng.permutation(n) for _ in range(SHUFFLED_STARTS)]
     by_size = np.lexsort((idx, -problem.reserve_bytes))
     runs = [(order, "greedy") for order in orders] + [(by_size, "greedy")]
     # Feasibility fallbacks: best fit by decreasing reservation, stream rate, and both.
@@ -480,4 +506,44 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
             best, best_value = holder, value
     if best is None:
         return _result("greedy", problem, np.full(n, -1, dtype=np.int64), failed, start)
+    if n * m <= SHUFFLED_MAX_CELLS:
+        best, more = _iterated(problem, best, settings, Work(budget))
+        steps += more
     return _result("greedy", problem, best, -1, start, f"local search: {steps} improving steps")
+
+
+def _iterated(
+    problem: PlacementProblem, best: IntArray, settings: SolveSettings, work: Work
+) -> tuple[IntArray, int]:
+    """Iterated local search on small instances, where budgets bind and one request at a time
+    cannot get out of a local optimum: take every request off two random workers and a tenth of
+    the others, re-insert them by the greedy rule (:func:`_sequential` from the rest) in random
+    order or, half the time, largest reservation first (with noise), improve
+    (:func:`improve`) and keep the result if ``J`` drops. At most :data:`ILS_ROUNDS` rounds,
+    ending after :data:`ILS_PATIENCE` in a row without improvement or when ``work`` is spent;
+    the draws come from ``settings.seed``: deterministic."""
+    n, m = problem.num_requests, problem.num_workers
+    rng = np.random.default_rng([settings.seed, 1])
+    value = placement_objective(problem, best)
+    steps = stale = 0
+    for _ in range(ILS_ROUNDS):
+        if stale >= ILS_PATIENCE or work.left <= CALL_CELLS:
+            break
+        if settings.cancel is not None and settings.cancel.is_set():
+            break
+        stale += 1
+        out = best.copy()
+        drop = np.isin(out, rng.choice(m, size=min(2, m), replace=False)) | (rng.random(n) < 0.1)
+        out[drop] = -1
+        dropped = np.flatnonzero(drop)
+        # Half the kicks re-insert the largest first (noisy), to re-pack binding budgets.
+        key = problem.reserve_bytes[dropped] * rng.uniform(0.7, 1.3, dropped.size)
+        order = dropped[np.argsort(-key)] if rng.random() < 0.5 else rng.permutation(dropped)
+        holder, load, failed = _sequential(problem, order, "greedy", out)
+        if failed >= 0:
+            continue
+        steps += improve(problem, holder, load, work, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        cand = placement_objective(problem, holder)
+        if cand < value - 1e-12 * max(1.0, abs(value)):
+            best, value, stale = holder, cand, 0
+    return best, steps
