@@ -464,9 +464,10 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
     2. Local search (:func:`improve`) after each construction: bundle rearrangement per home,
        moves, and (up to ``SWAP_MAX_REQUESTS`` requests) swaps, all strictly decreasing ``J``,
        within ``LOCAL_SEARCH_CELLS`` cells of work in all (scaled down by time limits under a
-       second), shared among the starts: the plan is a function of the input and settings.
+       second), shared among the fixed orders: the plan is a function of the input and
+       settings. The shuffled orders share a second budget of the same size.
     3. Up to ``SHUFFLED_MAX_CELLS`` pairs, iterated local search from the best plan
-       (:func:`_iterated`) with the work left.
+       (:func:`_iterated`) with the work left in both.
     """
     start = time.perf_counter()
     n, m = problem.num_requests, problem.num_workers
@@ -476,18 +477,21 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
     orders = [np.lexsort((idx, -problem.work_s))]
     if small:
         orders.append(np.lexsort((idx, -problem.work_s, -per_request[problem.home])))
+    orders.append(np.lexsort((idx, -problem.reserve_bytes)))
+    fixed = len(orders)
     if n * m <= SHUFFLED_MAX_CELLS:
         rng = np.random.default_rng(settings.seed)
         orders += [rng.permutation(n) for _ in range(SHUFFLED_STARTS)]
-    by_size = np.lexsort((idx, -problem.reserve_bytes))
-    runs = [(order, "greedy") for order in orders] + [(by_size, "greedy")]
+    runs = [(order, "greedy") for order in orders]
     # Feasibility fallbacks: best fit by decreasing reservation, stream rate, and both.
     caps = problem.stream_cap_bytes_s[np.isfinite(problem.stream_cap_bytes_s)]
     both = problem.reserve_bytes / max(float(problem.budget_bytes.max(initial=0.0)), 1.0)
     both = both + problem.stream_bytes_s / max(float(caps.max(initial=0.0)), 1.0)
     for key in (problem.reserve_bytes, problem.stream_bytes_s, both):
         runs.append((np.lexsort((idx, -key)), "pack"))
-    budget = int(LOCAL_SEARCH_CELLS * min(1.0, settings.time_limit_s))
+    # Two pools of work: the fixed orders share one (as much as without the small-instance
+    # extras), the shuffled orders and the iterated search the other.
+    pools = [int(LOCAL_SEARCH_CELLS * min(1.0, settings.time_limit_s))] * 2
     best: IntArray | None = None
     best_value, failed, steps = np.inf, -1, 0
     for k, (order, rule) in enumerate(runs):
@@ -497,17 +501,18 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
         if failed_k >= 0:
             failed = failed_k if failed < 0 else failed
             continue
-        shares = max(len(runs) - 3 - k, 1) if small else 1
-        work = Work(budget // shares)
+        pool = 0 if k < fixed else 1
+        shares = max((fixed if k < fixed else len(orders)) - k, 1) if small else 1
+        work = Work(pools[pool] // shares)
         steps += improve(problem, holder, load, work, settings.cancel, n <= SWAP_MAX_REQUESTS)
-        budget -= budget // shares - work.left
+        pools[pool] -= pools[pool] // shares - work.left
         value = placement_objective(problem, holder)
         if value < best_value:
             best, best_value = holder, value
     if best is None:
         return _result("greedy", problem, np.full(n, -1, dtype=np.int64), failed, start)
     if n * m <= SHUFFLED_MAX_CELLS:
-        best, more = _iterated(problem, best, settings, Work(budget))
+        best, more = _iterated(problem, best, settings, Work(sum(pools)))
         steps += more
     return _result("greedy", problem, best, -1, start, f"local search: {steps} improving steps")
 
