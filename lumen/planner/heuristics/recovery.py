@@ -40,6 +40,10 @@ MULTI_START_CELLS = 50_000
 ILS_ROUNDS = 600
 #: ... and it stops after this many rounds in a row without improvement.
 ILS_PATIENCE = 120
+#: Survivor packing (:func:`survivor_packing`) under tight KV: at most this many requests and
+#: search nodes.
+PACK_MAX_REQUESTS = 64
+PACK_NODES = 4_000
 
 
 def _result(
@@ -519,7 +523,8 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     :func:`local_search`. Small instances (n x m up to :data:`MULTI_START_CELLS`) try five
     insertion orders (:func:`start_orders`), keep the best, and under tight KV (demand above
     :data:`TIGHT_KV` of the survivors' room) continue with iterated local search seeded by
-    ``settings.seed``. Large ones use the regret order only, one local-search round
+    ``settings.seed``, also starting from a packing of the survivors
+    (:func:`survivor_packing`). Large ones use the regret order only, one local-search round
     (:data:`LOCAL_SEARCH_CELLS`) and swaps only under tight KV: 19 ms at 512 x 1,024.
     """
     start = time.perf_counter()
@@ -540,10 +545,63 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     improved = [
         local_search(problem, p, a, swaps=small or tight, recheck=small, alone=alone) for a in found
     ]
+    if small and tight:
+        packed = survivor_packing(problem, p, alone)
+        if packed is not None:
+            improved.append(local_search(problem, p, packed, alone=alone))
     best = min(improved, key=lambda a: recovery_objective(problem, a, p))
     if small and tight:
         best = _iterated(problem, p, best, orders, alone, settings.seed)
     return _result(method, problem, best, start, p)
+
+
+def survivor_packing(
+    problem: RecoveryProblem, p: FloatArray, alone: FloatArray, limit: int = PACK_NODES
+) -> IntArray | None:
+    """Every request on a survivor, found by depth-first search: requests largest KV first,
+    each tried on the survivors with room in order of its standalone cost. When KV is nearly
+    exhausted, insertion and single moves leave a request waiting for a recovering worker
+    (tens of seconds) although an exact packing of the survivors exists; this finds one.
+    None when there are more than :data:`PACK_MAX_REQUESTS` requests, when none exists, or
+    after ``limit`` search nodes (deterministic, no clock)."""
+    n, kv = problem.num_requests, problem.kv_tokens
+    if n == 0 or n > PACK_MAX_REQUESTS:
+        return None
+    survivors = np.flatnonzero(~problem.is_recovering)
+    order = np.lexsort((np.arange(n), -kv)).tolist()
+    room = problem.kv_free_tokens.astype(float).copy()
+    # Each request's survivors with a finite time, cheapest standalone first (ties: index).
+    choices: list[list[int]] = []
+    for i in range(n):
+        ok = survivors[np.isfinite(p[i, survivors])]
+        choices.append(ok[np.lexsort((ok, alone[i, ok]))].tolist())
+    machine = np.full(n, -1, np.int64)
+    nodes = 0
+    # Iterative DFS: tried[d] is the next choice index of the request at depth d.
+    tried = [0] * n
+    d = 0
+    while 0 <= d < n:
+        i = order[d]
+        if machine[i] >= 0:  # backtracking into i: undo its placement
+            room[machine[i]] += kv[i]
+            machine[i] = -1
+        nodes += 1
+        if nodes > limit:
+            return None
+        options = choices[i]
+        k = tried[d]
+        while k < len(options) and room[options[k]] < kv[i]:
+            k += 1
+        if k == len(options):
+            tried[d] = 0
+            d -= 1
+            continue
+        j = options[k]
+        tried[d] = k + 1
+        machine[i] = j
+        room[j] -= kv[i]
+        d += 1
+    return machine if d == n else None
 
 
 def _iterated(
