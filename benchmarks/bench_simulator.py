@@ -3,13 +3,18 @@
 (a) the paper's 10-worker Llama-3-70B scenario, 15,000 requests, with its failure (worker 4 at
     300 s) and without;
 (b) 64 workers, one simulated hour of the Azure conversation trace at 1.4 QPS per worker, one
-    worker failing at 30 minutes.
+    worker failing at 30 minutes;
+(c) the bundled scenario scale-1024w-llama3-70b-hour: 1,024 workers, Llama-3-70B, 1.4 QPS per
+    worker, 25 % of the workers failing at 15 minutes, one simulated hour (5.16 M requests).
+    Goal: <= 15 minutes of wall time and < 4 GB peak memory. ``--scale-minutes M`` simulates
+    only the first M minutes' requests and prints the hour extrapolated linearly from them,
+    labelled as such (the failure at 15 minutes is then outside a horizon under 15).
 
 Both run the chosen policy (default lumen: checkpoint placement and streaming for every
 request, recovery planning, draft pairing) with the scenarios' cluster options.
 
-Usage: python benchmarks/bench_simulator.py [--quick] [--policy NAME]
-(--quick: 3 simulated minutes for (b))
+Usage: python benchmarks/bench_simulator.py [--quick] [--policy NAME] [--scale-minutes M]
+(--quick: 3 simulated minutes for (b), 6 seconds for (c); default for (c): 2 minutes, extrapolated)
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lumen.planner.policies import POLICIES
 from lumen.scenarios.resolve import build_trace, load_scenario
 from lumen.simulator.cluster import simulate
-from lumen.simulator.run import cluster_options
+from lumen.simulator.run import cluster_options, simulate_scenario
 from lumen.workload import BUNDLED_TRACES, load_trace
 
 
@@ -43,6 +48,12 @@ def main() -> None:
         default="lumen",
         choices=sorted(POLICIES),
         help="failure policy (default lumen: checkpoint streaming and progressive recovery)",
+    )
+    parser.add_argument(
+        "--scale-minutes",
+        type=float,
+        default=None,
+        help="simulated minutes of (c), 60 for the whole hour (default 2; 0.1 with --quick)",
     )
     args = parser.parse_args()
     print(
@@ -109,6 +120,46 @@ def main() -> None:
     print(
         f"    mean TTFT {s.ttft_s.mean:.3f} s, P99 {s.ttft_s.p99:.3f} s;"
         f" mean TPOT {1e3 * s.tpot_s.mean:.1f} ms"
+    )
+    minutes = args.scale_minutes or (0.1 if args.quick else 2.0)
+    bench_scale_1024(minutes, args.policy)
+
+
+#: Goals of (c): wall time of the simulated hour and peak resident memory.
+SCALE_GOAL_WALL_S = 15 * 60.0
+SCALE_GOAL_PEAK_MIB = 4096.0
+
+
+def bench_scale_1024(minutes: float, policy: str) -> None:
+    """(c): the first ``minutes`` of scale-1024w-llama3-70b-hour (all of it at 60)."""
+    loaded = load_scenario("scale-1024w-llama3-70b-hour")
+    total = loaded.scenario.workload.num_requests
+    count = min(total, round(total * minutes / 60.0))
+    start = time.perf_counter()
+    result = simulate_scenario(loaded, policy, num_requests=count)
+    wall = time.perf_counter() - start
+    s = result.summary
+    whole = count == total
+    print(
+        f"\n(c) scale-1024w-llama3-70b-hour: 1,024 workers, {count:,} of {total:,} requests"
+        f" ({minutes:g} of 60 simulated minutes), policy {policy}"
+    )
+    print(
+        f"    wall {wall:.1f} s, {s.events:,} events, makespan {s.makespan_s:.0f} s,"
+        f" mean TTFT {s.ttft_s.mean:.3f} s, {result.interrupted_requests} interrupted"
+    )
+    hour = wall * total / count
+    label = "measured" if whole else f"EXTRAPOLATED linearly from {minutes:g} min"
+    print(
+        f"    one simulated hour: wall {hour / 60:.1f} min ({label})"
+        f"   goal <= {SCALE_GOAL_WALL_S / 60:.0f} min"
+        f"   {'met' if hour <= SCALE_GOAL_WALL_S else 'NOT met'}"
+    )
+    peak = _peak_mib()
+    print(
+        f"    peak RSS {peak:.0f} MiB (whole process; {'the hour' if whole else 'this horizon'})"
+        f"   goal < {SCALE_GOAL_PEAK_MIB:.0f} MiB"
+        f"   {'met' if peak < SCALE_GOAL_PEAK_MIB else 'NOT met'}"
     )
 
 

@@ -17,14 +17,27 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
     [
         (
             "bench_placement.py",
-            ("[1] incremental placement", "[2] batch placement", "[3] gap", "[4] time limits"),
+            (
+                "[1] incremental placement",
+                "[2] batch placement",
+                "[3] gap",
+                "[4] time limits",
+                "goal",
+            ),
         ),
         (
             "bench_recovery.py",
-            ("[1] heuristic latency", "[2] exact recovery", "[3] gap", "[4] time limits"),
+            (
+                "[1] heuristic latency",
+                "[1b] greedy recovery",
+                "[2] exact recovery",
+                "[3] gap",
+                "[4] time limits",
+                "goal",
+            ),
         ),
         ("bench_engine.py", ("tok/s", "GB/s", "speed-up")),
-        ("bench_simulator.py", ("(a) paper-sim-10w-llama3-70b", "(b) 64 workers")),
+        ("bench_simulator.py", ("(a) paper-sim-10w-llama3-70b", "(b) 64 workers", "(c) scale")),
         ("reproduce_paper.py", ("lumen reproduce --quick", "wall time")),
         ("bench_hostile_problem.py", ("client got", "service peak RSS")),
     ],

@@ -52,6 +52,9 @@ class RecoveryFamily:
     homogeneous: bool = True
     #: Reload time range of a recovering worker, seconds.
     reload_s: tuple[float, float] = (30.0, 120.0)
+    #: Longest context, tokens (log-uniform from 100): long-context instances raise it, and the
+    #: recompute and checkpoint times grow with it as at 8,000.
+    max_context: float = 8000.0
 
 
 _FAMILY_DEFAULTS: dict[str, RecoveryFamily] = {
@@ -119,7 +122,8 @@ def random_recovery_problem(
     running[rec_idx] = 0.0
 
     # Requests: context, recompute and checkpoint times.
-    context = np.floor(np.exp(rng.uniform(np.log(100.0), np.log(8000.0), n)))
+    top = fam.max_context
+    context = np.floor(np.exp(rng.uniform(np.log(100.0), np.log(top), n)))
     frac = (context - 100.0) / 7900.0
     recompute = (0.1 + 2.9 * frac**1.2) * rng.uniform(0.9, 1.1, n)
     prefix = np.floor(context * rng.uniform(0.85, 1.0, n))

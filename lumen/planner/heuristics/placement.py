@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,13 +20,27 @@ from lumen.planner.plans import PlacementPlan
 from lumen.planner.problems import FloatArray, IntArray, PlacementProblem
 from lumen.planner.result import Limit, SolveResult, SolveSettings, Termination
 
-#: The greedy's local search stops after this long (or half the time limit, if less): the
-#: greedy is the fast path; the exact backends are there for more time.
-LOCAL_SEARCH_S = 0.5
+#: The greedy's local search stops after this much work, counted in vector cells evaluated
+#: (:class:`Work`), never after a wall-clock time: the same input always gives the same plan.
+#: About half a second on one core; time limits under one second scale it down in proportion
+#: (a function of the settings, so still deterministic).
+LOCAL_SEARCH_CELLS = 24_000_000
+#: Cells charged per evaluation on top of its vector length: the fixed cost of a few numpy
+#: calls, so that many evaluations of short vectors are not free.
+CALL_CELLS = 4_000
 #: Swaps cost O(n) per request; beyond this many requests the search only moves.
 SWAP_MAX_REQUESTS = 5_000
 #: Up to this many requests the greedy also starts from two more orders (see solve_greedy).
 MULTI_START_MAX_REQUESTS = 20_000
+#: Up to this many (request x worker) pairs it also starts from this many shuffled orders
+#: (drawn from ``settings.seed``): small instances with binding budgets have local optima that
+#: one order misses, and each start is cheap there.
+SHUFFLED_MAX_CELLS = 4_000
+SHUFFLED_STARTS = 32
+#: Iterated local search on those small instances (:func:`_iterated`): at most this many
+#: kicks, ending after ILS_PATIENCE in a row without improvement.
+ILS_ROUNDS = 400
+ILS_PATIENCE = 80
 
 
 def _result(
@@ -60,7 +75,7 @@ def _result(
 
 
 def _sequential(
-    problem: PlacementProblem, order: IntArray, rule: str
+    problem: PlacementProblem, order: IntArray, rule: str, start: IntArray | None = None
 ) -> tuple[IntArray, FloatArray, int]:
     """Place requests in ``order``, each on the feasible worker of least score:
 
@@ -70,6 +85,7 @@ def _sequential(
     - ``"pack"``: the room left on ``j``, budget and stream cap each relative to its largest
       value (best fit in both dimensions: feasibility first, ``J`` ignored).
 
+    ``start`` (-1: unplaced) keeps its placed requests where they are, capacities charged.
     Returns the holders, the per-(home, holder) loads and the first request that could not be
     placed (-1 when all were)."""
     m, n = problem.num_workers, problem.num_requests
@@ -94,6 +110,15 @@ def _sequential(
     finite_caps = stream[np.isfinite(stream)]
     stream_scale = max(float(finite_caps.max(initial=0.0)), 1.0)
     holder = np.full(n, -1, dtype=np.int64)
+    if start is not None:
+        holder[:] = start
+        kept = np.flatnonzero(start >= 0)
+        j_kept = start[kept]
+        budget -= np.bincount(j_kept, weights=problem.reserve_bytes[kept], minlength=m)
+        stream -= np.bincount(j_kept, weights=problem.stream_bytes_s[kept], minlength=m)
+        np.add.at(load, (problem.home[kept], j_kept), problem.work_s[kept])
+        worst = load.max(axis=1)
+        cost[:, (budget < least_reserve) | (stream < least_rate)] = np.inf
     score, full = np.empty(m), np.empty(m, dtype=bool)
     homes, works = problem.home.tolist(), problem.work_s.tolist()
     reserves, rates = problem.reserve_bytes.tolist(), problem.stream_bytes_s.tolist()
@@ -309,18 +334,35 @@ class _LocalSearch:
         self._refresh(f)
 
 
+@dataclass
+class Work:
+    """A work budget in cells: each evaluation spends :data:`CALL_CELLS` plus the length of the
+    vectors it scores (``m`` for a move, ``n`` for a swap, ``m`` per bundle to rearrange)."""
+
+    left: int
+
+    def spend(self, cells: int) -> bool:
+        """Charge ``cells``; False (nothing charged) when the budget cannot cover them."""
+        cost = cells + CALL_CELLS
+        if cost > self.left:
+            return False
+        self.left -= cost
+        return True
+
+
 def improve(
     problem: PlacementProblem,
     holder: IntArray,
     load: FloatArray,
-    deadline: float,
+    work: Work,
     cancel: threading.Event | None = None,
     swaps: bool = True,
 ) -> int:
     """Local search: for each request, the best move to another worker, else (``swaps``) the
     best exchange of holders with another request, taken when it decreases ``J``; sweeps repeat
-    until none does or ``deadline`` passes. ``holder`` and ``load`` (the m x m ``L``) are updated
-    in place; returns the number of steps taken.
+    until none does or ``work`` is spent (a count of evaluations, not a time, so the result
+    depends on the input alone; ``cancel`` is the caller's own stop). ``holder`` and ``load``
+    (the m x m ``L``) are updated in place; returns the number of steps taken.
 
     All targets are scored at once: after moving request ``i`` (home ``f``) to ``j``, the worst
     load of ``f`` is ``max(L'[j] + w, max_{k != j} L'[k])`` with ``L'`` the row without ``i``,
@@ -334,23 +376,27 @@ def improve(
     eps = 1e-12 * max(1.0, scale)
     steps = 0
     improved = True
-    homes = np.flatnonzero(np.bincount(problem.home, minlength=problem.num_workers) > 1)
+    m, n = problem.num_workers, problem.num_requests
+    count = np.bincount(problem.home, minlength=m)
+    homes = np.flatnonzero(count > 1)
     while improved:
         improved = False
         for f in homes.tolist():
-            if time.perf_counter() > deadline:
+            if not work.spend(int(count[f]) * m):
                 return steps
             if search.rearrange(f, eps):
                 steps += 1
                 improved = True
-        for i in range(problem.num_requests):
-            if time.perf_counter() > deadline or (cancel is not None and cancel.is_set()):
+        for i in range(n):
+            if (cancel is not None and cancel.is_set()) or not work.spend(m):
                 return steps
             move = search.move_deltas(i)
             gain, j = search.best_move(i, move)
             if gain < -eps:
                 search.apply(i, j)
             elif swaps:
+                if not work.spend(n):
+                    return steps
                 gain, k = search.best_swap(i, move)
                 if gain >= -eps:
                     continue
@@ -414,12 +460,18 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
        L[f][j] + work)``) and each home's final ``n_f``. Failure domains enter through the
        per-home candidate mask. Orders: decreasing restore work (LPT, also LPT within each
        home); then, up to ``MULTI_START_MAX_REQUESTS`` requests, homes by decreasing weight per
-       request (the ones that gain most from scarce low-wait room) and decreasing reservation.
+       request (the ones that gain most from scarce low-wait room) and decreasing reservation;
+       up to ``SHUFFLED_MAX_CELLS`` pairs also ``SHUFFLED_STARTS`` orders shuffled with
+       ``settings.seed`` (deterministic).
        At scale only the first runs, the last as a fallback if capacity runs out; if all
        fail, best-fit packings (feasibility first) seed the search.
     2. Local search (:func:`improve`) after each construction: bundle rearrangement per home,
        moves, and (up to ``SWAP_MAX_REQUESTS`` requests) swaps, all strictly decreasing ``J``,
-       within ``LOCAL_SEARCH_S`` seconds or half the time limit in all.
+       within ``LOCAL_SEARCH_CELLS`` cells of work in all (scaled down by time limits under a
+       second), shared among the fixed orders: the plan is a function of the input and
+       settings. The shuffled orders share a second budget of the same size.
+    3. Up to ``SHUFFLED_MAX_CELLS`` pairs, iterated local search from the best plan
+       (:func:`_iterated`) with the work left in both.
     """
     start = time.perf_counter()
     n, m = problem.num_requests, problem.num_workers
@@ -429,15 +481,21 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
     orders = [np.lexsort((idx, -problem.work_s))]
     if small:
         orders.append(np.lexsort((idx, -problem.work_s, -per_request[problem.home])))
-    by_size = np.lexsort((idx, -problem.reserve_bytes))
-    runs = [(order, "greedy") for order in orders] + [(by_size, "greedy")]
+    orders.append(np.lexsort((idx, -problem.reserve_bytes)))
+    fixed = len(orders)
+    if n * m <= SHUFFLED_MAX_CELLS:
+        rng = np.random.default_rng(settings.seed)
+        orders += [rng.permutation(n) for _ in range(SHUFFLED_STARTS)]
+    runs = [(order, "greedy") for order in orders]
     # Feasibility fallbacks: best fit by decreasing reservation, stream rate, and both.
     caps = problem.stream_cap_bytes_s[np.isfinite(problem.stream_cap_bytes_s)]
     both = problem.reserve_bytes / max(float(problem.budget_bytes.max(initial=0.0)), 1.0)
     both = both + problem.stream_bytes_s / max(float(caps.max(initial=0.0)), 1.0)
     for key in (problem.reserve_bytes, problem.stream_bytes_s, both):
         runs.append((np.lexsort((idx, -key)), "pack"))
-    search_end = start + min(LOCAL_SEARCH_S, 0.5 * settings.time_limit_s)
+    # Two pools of work: the fixed orders share one (as much as without the small-instance
+    # extras), the shuffled orders and the iterated search the other.
+    pools = [int(LOCAL_SEARCH_CELLS * min(1.0, settings.time_limit_s))] * 2
     best: IntArray | None = None
     best_value, failed, steps = np.inf, -1, 0
     for k, (order, rule) in enumerate(runs):
@@ -447,13 +505,54 @@ def solve_greedy(problem: PlacementProblem, settings: SolveSettings) -> SolveRes
         if failed_k >= 0:
             failed = failed_k if failed < 0 else failed
             continue
-        now = time.perf_counter()
-        shares = max(len(runs) - 3 - k, 1) if small else 1
-        deadline = now + max(search_end - now, 0.0) / shares
-        steps += improve(problem, holder, load, deadline, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        pool = 0 if k < fixed else 1
+        shares = max((fixed if k < fixed else len(orders)) - k, 1) if small else 1
+        work = Work(pools[pool] // shares)
+        steps += improve(problem, holder, load, work, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        pools[pool] -= pools[pool] // shares - work.left
         value = placement_objective(problem, holder)
         if value < best_value:
             best, best_value = holder, value
     if best is None:
         return _result("greedy", problem, np.full(n, -1, dtype=np.int64), failed, start)
+    if n * m <= SHUFFLED_MAX_CELLS:
+        best, more = _iterated(problem, best, settings, Work(sum(pools)))
+        steps += more
     return _result("greedy", problem, best, -1, start, f"local search: {steps} improving steps")
+
+
+def _iterated(
+    problem: PlacementProblem, best: IntArray, settings: SolveSettings, work: Work
+) -> tuple[IntArray, int]:
+    """Iterated local search on small instances, where budgets bind and one request at a time
+    cannot get out of a local optimum: take every request off two random workers and a tenth of
+    the others, re-insert them by the greedy rule (:func:`_sequential` from the rest) in random
+    order or, half the time, largest reservation first (with noise), improve
+    (:func:`improve`) and keep the result if ``J`` drops. At most :data:`ILS_ROUNDS` rounds,
+    ending after :data:`ILS_PATIENCE` in a row without improvement or when ``work`` is spent;
+    the draws come from ``settings.seed``: deterministic."""
+    n, m = problem.num_requests, problem.num_workers
+    rng = np.random.default_rng([settings.seed, 1])
+    value = placement_objective(problem, best)
+    steps = stale = 0
+    for _ in range(ILS_ROUNDS):
+        if stale >= ILS_PATIENCE or work.left <= CALL_CELLS:
+            break
+        if settings.cancel is not None and settings.cancel.is_set():
+            break
+        stale += 1
+        out = best.copy()
+        drop = np.isin(out, rng.choice(m, size=min(2, m), replace=False)) | (rng.random(n) < 0.1)
+        out[drop] = -1
+        dropped = np.flatnonzero(drop)
+        # Half the kicks re-insert the largest first (noisy), to re-pack binding budgets.
+        key = problem.reserve_bytes[dropped] * rng.uniform(0.7, 1.3, dropped.size)
+        order = dropped[np.argsort(-key)] if rng.random() < 0.5 else rng.permutation(dropped)
+        holder, load, failed = _sequential(problem, order, "greedy", out)
+        if failed >= 0:
+            continue
+        steps += improve(problem, holder, load, work, settings.cancel, n <= SWAP_MAX_REQUESTS)
+        cand = placement_objective(problem, holder)
+        if cand < value - 1e-12 * max(1.0, abs(value)):
+            best, value, stale = holder, cand, 0
+    return best, steps

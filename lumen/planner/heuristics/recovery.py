@@ -37,7 +37,13 @@ TIGHT_KV = 0.7
 #: Instances with at most this many (request x machine) pairs try several insertion orders.
 MULTI_START_CELLS = 50_000
 #: Iterated-local-search rounds under tight KV (up to 1,024 pairs; fewer above).
-ILS_ROUNDS = 24
+ILS_ROUNDS = 600
+#: ... and it stops after this many rounds in a row without improvement.
+ILS_PATIENCE = 120
+#: Survivor packing (:func:`survivor_packing`) under tight KV: at most this many requests and
+#: search nodes.
+PACK_MAX_REQUESTS = 64
+PACK_NODES = 4_000
 
 
 def _result(
@@ -384,6 +390,7 @@ def local_search(
     swaps: bool = True,
     recheck: bool = True,
     alone: FloatArray | None = None,
+    eject: bool = True,
 ) -> IntArray:
     """Improve a feasible assignment by moves (a request to another machine), swaps (two
     requests trade machines) and ejections (a request moves to a machine without room after one
@@ -469,7 +476,7 @@ def local_search(
             busy[touched] = True
             state.apply(moves)
             applied += 1
-        if not applied and not _eject(state, cost, occ, alone, blocked, eps):
+        if not applied and not (eject and _eject(state, cost, occ, alone, blocked, eps)):
             break
     return state.machine
 
@@ -516,7 +523,8 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     :func:`local_search`. Small instances (n x m up to :data:`MULTI_START_CELLS`) try five
     insertion orders (:func:`start_orders`), keep the best, and under tight KV (demand above
     :data:`TIGHT_KV` of the survivors' room) continue with iterated local search seeded by
-    ``settings.seed``. Large ones use the regret order only, one local-search round
+    ``settings.seed``, also starting from a packing of the survivors
+    (:func:`survivor_packing`). Large ones use the regret order only, one local-search round
     (:data:`LOCAL_SEARCH_CELLS`) and swaps only under tight KV: 19 ms at 512 x 1,024.
     """
     start = time.perf_counter()
@@ -537,10 +545,63 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
     improved = [
         local_search(problem, p, a, swaps=small or tight, recheck=small, alone=alone) for a in found
     ]
+    if small and tight:
+        packed = survivor_packing(problem, p, alone)
+        if packed is not None:
+            improved.append(local_search(problem, p, packed, alone=alone))
     best = min(improved, key=lambda a: recovery_objective(problem, a, p))
     if small and tight:
         best = _iterated(problem, p, best, orders, alone, settings.seed)
     return _result(method, problem, best, start, p)
+
+
+def survivor_packing(
+    problem: RecoveryProblem, p: FloatArray, alone: FloatArray, limit: int = PACK_NODES
+) -> IntArray | None:
+    """Every request on a survivor, found by depth-first search: requests largest KV first,
+    each tried on the survivors with room in order of its standalone cost. When KV is nearly
+    exhausted, insertion and single moves leave a request waiting for a recovering worker
+    (tens of seconds) although an exact packing of the survivors exists; this finds one.
+    None when there are more than :data:`PACK_MAX_REQUESTS` requests, when none exists, or
+    after ``limit`` search nodes (deterministic, no clock)."""
+    n, kv = problem.num_requests, problem.kv_tokens
+    if n == 0 or n > PACK_MAX_REQUESTS:
+        return None
+    survivors = np.flatnonzero(~problem.is_recovering)
+    order = np.lexsort((np.arange(n), -kv)).tolist()
+    room = problem.kv_free_tokens.astype(float).copy()
+    # Each request's survivors with a finite time, cheapest standalone first (ties: index).
+    choices: list[list[int]] = []
+    for i in range(n):
+        ok = survivors[np.isfinite(p[i, survivors])]
+        choices.append(ok[np.lexsort((ok, alone[i, ok]))].tolist())
+    machine = np.full(n, -1, np.int64)
+    nodes = 0
+    # Iterative DFS: tried[d] is the next choice index of the request at depth d.
+    tried = [0] * n
+    d = 0
+    while 0 <= d < n:
+        i = order[d]
+        if machine[i] >= 0:  # backtracking into i: undo its placement
+            room[machine[i]] += kv[i]
+            machine[i] = -1
+        nodes += 1
+        if nodes > limit:
+            return None
+        options = choices[i]
+        k = tried[d]
+        while k < len(options) and room[options[k]] < kv[i]:
+            k += 1
+        if k == len(options):
+            tried[d] = 0
+            d -= 1
+            continue
+        j = options[k]
+        tried[d] = k + 1
+        machine[i] = j
+        room[j] -= kv[i]
+        d += 1
+    return machine if d == n else None
 
 
 def _iterated(
@@ -552,7 +613,10 @@ def _iterated(
     seed: int,
 ) -> IntArray:
     """Iterated local search under tight KV, where single moves, swaps and ejections stall:
-    kick (:func:`ruin_and_recreate`), improve, keep the best. Rounds shrink with the size."""
+    kick (:func:`ruin_and_recreate`), improve by moves and swaps (ejections, the costly part,
+    only on the final best), keep the best. :data:`ILS_ROUNDS` rounds up to 1,024 pairs, fewer
+    above (at least 3), ending early after :data:`ILS_PATIENCE` rounds without improvement; the
+    kicks draw from ``settings.seed``, so the plan is deterministic."""
     rng = np.random.default_rng(seed)
     value = recovery_objective(problem, best, p)
     rounds = int(
@@ -560,12 +624,16 @@ def _iterated(
             ILS_ROUNDS * 1024 // max(problem.num_requests * problem.num_machines, 1), 3, ILS_ROUNDS
         )
     )
+    stale = 0
     for _ in range(rounds):
+        if stale >= ILS_PATIENCE:
+            break
+        stale += 1
         kicked = ruin_and_recreate(problem, p, best, orders, rng, alone)
         if kicked is None:
             continue
-        cand = local_search(problem, p, kicked, alone=alone)
+        cand = local_search(problem, p, kicked, alone=alone, eject=False)
         cand_value = recovery_objective(problem, cand, p)
         if cand_value < value - 1e-9 * max(1.0, value):
-            best, value = cand, cand_value
-    return best
+            best, value, stale = cand, cand_value, 0
+    return local_search(problem, p, best, alone=alone)
