@@ -551,7 +551,7 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
             improved.append(local_search(problem, p, packed, alone=alone))
     best = min(improved, key=lambda a: recovery_objective(problem, a, p))
     if small and tight:
-        best = _iterated(problem, p, best, orders, alone, settings.seed)
+        best = _iterated(problem, p, best, orders, alone, settings)
     return _result(method, problem, best, start, p)
 
 
@@ -610,19 +610,22 @@ def _iterated(
     best: IntArray,
     orders: list[IntArray],
     alone: FloatArray,
-    seed: int,
+    settings: SolveSettings,
 ) -> IntArray:
     """Iterated local search under tight KV, where single moves, swaps and ejections stall:
     kick (:func:`ruin_and_recreate`), improve by moves and swaps (ejections, the costly part,
     only on the final best), keep the best. :data:`ILS_ROUNDS` rounds up to 1,024 pairs, fewer
-    above (at least 3), ending early after :data:`ILS_PATIENCE` rounds without improvement; the
-    kicks draw from ``settings.seed``, so the plan is deterministic."""
-    rng = np.random.default_rng(seed)
+    above (at least 3; time limits under one second scale the rounds down in proportion, so an
+    exact backend's hint stays inside its limit), ending early after :data:`ILS_PATIENCE`
+    rounds without improvement; the kicks draw from ``settings.seed``, so the plan is
+    deterministic for given settings."""
+    rng = np.random.default_rng(settings.seed)
     value = recovery_objective(problem, best, p)
     rounds = int(
         np.clip(
             ILS_ROUNDS * 1024 // max(problem.num_requests * problem.num_machines, 1), 3, ILS_ROUNDS
         )
+        * min(1.0, settings.time_limit_s)
     )
     stale = 0
     for _ in range(rounds):
