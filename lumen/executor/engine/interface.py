@@ -63,6 +63,7 @@ class SamplingParams:
     Attributes:
         temperature: 0 means greedy (argmax); otherwise logits are divided by it.
         top_p: nucleus sampling mass, in (0, 1].
+        top_k: sample among the ``top_k`` most likely tokens only (0: all tokens).
         seed: sampling seed. Draws are a pure function of ``(seed, position)``, so a request
             resumed on another engine samples exactly the tokens it would have sampled. ``None``
             derives the seed from the request id and the engine seed.
@@ -76,12 +77,15 @@ class SamplingParams:
     seed: int | None = None
     max_new_tokens: int = 16
     stop_token_ids: tuple[int, ...] = ()
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be >= 0, got {self.top_k}")
         if self.max_new_tokens < 1:
             raise ValueError(
                 f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}"

@@ -151,7 +151,7 @@ class ModelRunner:
                     # The first draft occupies position start + 1; draws are keyed by position.
                     first = chunk.start_position + 1
                     target = processed_probs(
-                        logits[row : row + k + 1], params.temperature, params.top_p
+                        logits[row : row + k + 1], params.temperature, params.top_p, params.top_k
                     )
                     q = None if chunk.draft_probs is None else torch.from_numpy(chunk.draft_probs)
                     tokens = accept_rejection(
@@ -172,7 +172,7 @@ class ModelRunner:
                 if params.greedy:
                     sampled[chunk.request_id] = (argmax[row],)
                 else:
-                    p = processed_probs(logits[row], params.temperature, params.top_p)
+                    p = processed_probs(logits[row], params.temperature, params.top_p, params.top_k)
                     u = uniform(chunk.seed, chunk.end_position, stream, 0)
                     sampled[chunk.request_id] = (sample_from_probs(p, u),)
                     if want_probs:

@@ -105,6 +105,7 @@ class Gateway:
             on_status=self._on_status,
             on_failure=lambda w, reason: self.failover.handle_failure(w, reason, newly=True),
             on_return=self._on_return,
+            on_suspect=lambda w: self.metrics.suspicions.inc(),
         )
         self.failover = Failover(
             self,
@@ -202,6 +203,8 @@ class Gateway:
         stop_token_ids: Sequence[int] = (),
         sink: queue.Queue[StreamItem] | None = None,
         index: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> TrackedRequest:
         """Queue a request; its tokens, then its end, arrive on ``sink`` (new queue if None)."""
         if not prompt_token_ids or max_tokens < 1:
@@ -217,6 +220,8 @@ class Gateway:
                 temperature=temperature,
                 seed=seed,
                 stop_token_ids=tuple(stop_token_ids),
+                top_p=top_p,
+                top_k=top_k,
             )
             self._active[rid] = request
         self.pend(Pending(request))
@@ -280,11 +285,12 @@ class Gateway:
                 keep.append(item)
                 continue
             target = item.target
+            cap = self.config.max_streams_per_worker
             worker: int | None = None
             if target is not None and self.board.serving(target):
-                worker = target
+                worker = None if self.board.full(target, cap) else target
             elif target is None or now >= item.deadline_s:  # a planned wait may be over
-                worker = self.board.least_loaded()
+                worker = self.board.least_loaded(cap=cap)
             if worker is None:
                 keep.append(item)
                 continue
@@ -326,6 +332,8 @@ class Gateway:
                 request.stop_token_ids,
                 holder,
                 restore_from,
+                request.top_p,
+                request.top_k,
             )
             self.board.attach(request, worker)
         if not self.board.is_up(worker):  # it failed while we placed: let recovery see it
@@ -378,11 +386,23 @@ class Gateway:
             request.first_token_s = now
             self.metrics.ttft.observe(now - request.arrived_s)
         request.last_token_s = now
+        self.metrics.generation_tokens.inc(len(new))
         request.sink.put(StreamItem(request.index, new))
 
-    @staticmethod
-    def _reason(request: TrackedRequest) -> str:
-        return "length" if len(request.history) >= request.max_tokens else "stop"
+    def _reason(self, request: TrackedRequest) -> str:
+        limit = self.context_limit()
+        if len(request.history) >= request.max_tokens:
+            return "length"
+        if limit is not None and request.context_tokens >= limit:
+            return "length"  # the worker stopped at the model's context
+        return "stop"
+
+    def context_limit(self) -> int | None:
+        """The longest context (prompt and output tokens) a request may reach: the configured
+        ``max_model_len``, else the smallest the workers report (None: unknown yet)."""
+        if self.config.max_model_len is not None:
+            return self.config.max_model_len
+        return self.board.max_model_len()
 
     def _complete_locked(self, request: TrackedRequest) -> bool:
         """Finish a request whose history is already complete (True if it is done)."""
@@ -419,6 +439,9 @@ class Gateway:
         first, last, n = request.first_token_s, request.last_token_s, len(request.history)
         if reason in ("stop", "length") and first is not None and last is not None and n > 1:
             self.metrics.tpot.observe((last - first) / (n - 1))
+        if reason != "error":
+            self.metrics.e2e.observe(time.monotonic() - request.arrived_s)
+            self.metrics.prompt_tokens.inc(len(request.prompt_token_ids))
         request.sink.put(StreamItem(request.index, finish=reason, error=error))
 
     def wake_dispatcher(self) -> None:
@@ -431,12 +454,8 @@ class Gateway:
         return cluster_snapshot(self.board, self.cost, running, self.config.workers_per_node)
 
     def answers(self, worker: int) -> bool:
-        """Whether ``worker`` answers a status call within the heartbeat deadline."""
-        try:
-            self._workers[worker].status(timeout_s=self.config.health.timeout_s)
-        except Exception:
-            return False
-        return True
+        """Whether ``worker`` answers a status probe (the monitor's adaptive deadline)."""
+        return self.monitor.probe(worker) is not None
 
     # -- heartbeats ------------------------------------------------------------------------------
 

@@ -86,6 +86,8 @@ class TrackedRequest:
     temperature: float = 0.0
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
+    top_p: float = 1.0
+    top_k: int = 0
     history: TokenHistory = field(default_factory=TokenHistory)
     worker: int | None = None
     holder: int | None = None

@@ -38,8 +38,8 @@ class GenerationRequest:
         generated_token_ids: output tokens already emitted (resumed requests); the worker
             continues after them and never emits them again.
         max_tokens: output tokens in all, ``generated_token_ids`` included.
-        temperature, seed: sampling; draws depend only on ``(seed, position)``, so a request
-            resumed elsewhere samples the tokens it would have sampled.
+        temperature, seed, top_p, top_k: sampling; draws depend only on ``(seed, position)``,
+            so a request resumed elsewhere samples the tokens it would have sampled.
         checkpoint_holder: worker to stream KV checkpoint pages to (None: no checkpoint).
         restore_from: worker holding a checkpoint of this request to restore the longest valid
             prefix from (None: prefill everything).
@@ -54,6 +54,8 @@ class GenerationRequest:
     stop_token_ids: tuple[int, ...] = ()
     checkpoint_holder: int | None = None
     restore_from: int | None = None
+    top_p: float = 1.0
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:
@@ -80,6 +82,7 @@ class WorkerStatus:
         steps: engine iterations completed since start (grows while the worker makes
             progress; a worker with requests whose ``steps`` stops growing is hung).
         checkpoints: request id -> valid checkpointed prefix (tokens) held for other workers.
+        max_model_len: longest context (prompt and output) a request may reach; 0: unknown.
     """
 
     worker_id: int
@@ -93,6 +96,7 @@ class WorkerStatus:
     host_reserved_bytes: int
     steps: int
     checkpoints: dict[int, int] = field(default_factory=dict)
+    max_model_len: int = 0
 
 
 class WorkerAPI(Protocol):

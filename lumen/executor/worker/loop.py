@@ -403,6 +403,8 @@ def to_spec(request: GenerationRequest) -> RequestSpec:
             seed=request.seed,
             max_new_tokens=request.max_tokens,
             stop_token_ids=request.stop_token_ids,
+            top_p=request.top_p,
+            top_k=request.top_k,
         ),
         output_token_ids=request.generated_token_ids,
     )

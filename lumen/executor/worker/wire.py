@@ -89,6 +89,9 @@ def submission_to_proto(sub: Submission) -> pb.SubmitRequestRequest:
     )
     if r.seed is not None:
         msg.seed = r.seed
+    if r.top_p < 1.0:
+        msg.top_p = r.top_p
+    msg.top_k = r.top_k
     if r.checkpoint_holder is not None:
         msg.checkpoint_holder = r.checkpoint_holder
     if r.restore_from is not None:
@@ -115,6 +118,9 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
         raise InvalidField("temperature", f"must be in [0, {MAX_TEMPERATURE}]")
     if msg.HasField("seed") and msg.seed > MAX_SEED:
         raise InvalidField("seed", f"must be <= {MAX_SEED}")
+    top_p = msg.top_p if msg.HasField("top_p") else 1.0
+    if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
+        raise InvalidField("top_p", "must be in (0, 1]")
     for name in ("checkpoint_holder_address", "restore_from_address"):
         if len(getattr(msg, name)) > MAX_ADDRESS:
             raise InvalidField(name, f"longer than {MAX_ADDRESS} characters")
@@ -126,6 +132,8 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
         temperature=msg.temperature,
         seed=msg.seed if msg.HasField("seed") else None,
         stop_token_ids=tuple(msg.stop_token_ids),
+        top_p=top_p,
+        top_k=msg.top_k,
         checkpoint_holder=msg.checkpoint_holder if msg.HasField("checkpoint_holder") else None,
         restore_from=msg.restore_from if msg.HasField("restore_from") else None,
     )
@@ -212,6 +220,7 @@ def status_to_proto(status: WorkerStatus, held_bytes: int = 0) -> pb.ReportLoadR
         steps=status.steps,
         checkpointed_tokens_by_request=dict(status.checkpoints),
         host_held_bytes=held_bytes,
+        max_model_len=status.max_model_len,
     )
     msg.measured_at.GetCurrentTime()
     return msg
@@ -231,6 +240,7 @@ def status_from_proto(msg: pb.ReportLoadResponse) -> WorkerStatus:
         host_reserved_bytes=load.host_reserved_bytes,
         steps=msg.steps,
         checkpoints=dict(msg.checkpointed_tokens_by_request),
+        max_model_len=msg.max_model_len,
     )
 
 
