@@ -25,8 +25,11 @@ from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
 
 
 def _post(url: str, k: int, max_tokens: int) -> int:
-    body = {"model": "lumen", "prompt": [(7 * k + j) % 250 + 1 for j in range(16)]}
-    body["max_tokens"] = max_tokens
+    body: dict[str, object] = {
+        "model": "lumen",
+        "prompt": [(7 * k + j) % 250 + 1 for j in range(16)],
+        "max_tokens": max_tokens,
+    }
     request = urllib.request.Request(
         url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )

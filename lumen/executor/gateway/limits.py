@@ -10,11 +10,12 @@ trickling client holds its thread for a bounded time. JSON nested deeper than
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def load_json(raw: bytes, max_depth: int) -> Any:
         raise BodyError(400, "request body: JSON nested too deep") from None
 
 
-def read_body(rfile: BinaryIO, length_header: str | None, limits: HTTPLimits) -> bytes:
+def read_body(rfile: io.BufferedIOBase, length_header: str | None, limits: HTTPLimits) -> bytes:
     """Read a body of ``Content-Length`` bytes within the limits (:class:`BodyError`: 411,
     413, 400 for a body cut short, 408 for one that took too long). The socket's own timeout
     (``read_timeout_s``) bounds each read."""
@@ -89,7 +90,7 @@ def read_body(rfile: BinaryIO, length_header: str | None, limits: HTTPLimits) ->
         if time.monotonic() > deadline:
             raise BodyError(408, f"request body: not received within {limits.body_timeout_s} s")
         try:
-            chunk = rfile.read1(min(left, 65536)) if hasattr(rfile, "read1") else rfile.read(left)
+            chunk = rfile.read1(min(left, 65536))
         except TimeoutError:
             raise BodyError(408, f"request body: no data for {limits.read_timeout_s} s") from None
         if not chunk:

@@ -71,8 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: GatewayHTTPServer
 
     def setup(self) -> None:
-        self.timeout = self.server.limits.read_timeout_s  # each read of the request
         super().setup()
+        self.connection.settimeout(self.server.limits.read_timeout_s)  # each read and write
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -125,8 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
             if path[len("/v1/models/") :] == gw.config.model:
                 self._json(200, model)
             else:
-                body = BadRequest(f"model {path[11:]!r} does not exist", "model", 404)
-                self._json(404, body.body())
+                missing = BadRequest(f"model {path[11:]!r} does not exist", "model", 404)
+                self._json(404, missing.body())
         elif path == "/health":
             self._text(200 if serving else 503, "", "text/plain")
         elif path == "/healthz":
