@@ -3,7 +3,8 @@
 Starts the planner, ``--workers`` worker processes (tiny random models on CPU) and the gateway
 with its default failure detection (heartbeat every 0.5 s, 1 s status deadline), fires
 ``--requests`` completions at once, polls ``/healthz`` throughout, and prints the gateway's
-failure counters. No worker is killed, so every failure counted is a false one::
+failure counters (no worker is killed, so every failure counted is a false one) and how a
+prompt past the workers' context is answered::
 
     PYTHONPATH=$PWD python benchmarks/bench_gateway_burst.py --workers 3 --requests 200
 """
@@ -46,6 +47,18 @@ def _counter(text: str, name: str) -> float:
     return sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
+def _too_long(url: str) -> dict[str, object]:
+    """Status, error code and seconds of a prompt past any worker's context (5,000 tokens)."""
+    body = json.dumps({"model": "lumen", "prompt": [1] * 5000, "max_tokens": 4}).encode()
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(url + "/v1/completions", body, timeout=120) as reply:
+            status, error = int(reply.status), None
+    except urllib.error.HTTPError as exc:
+        status, error = int(exc.code), json.loads(exc.read())["error"]["code"]
+    return {"status": status, "code": error, "seconds": round(time.monotonic() - start, 3)}
+
+
 def burst(workers: int, requests: int, max_tokens: int, log_dir: Path) -> dict[str, object]:
     """Run one burst; the measured figures."""
     spec = ClusterSpec(workers, "lumen", min_step_s=0.0, log_dir=log_dir)
@@ -74,6 +87,7 @@ def burst(workers: int, requests: int, max_tokens: int, log_dir: Path) -> dict[s
         watcher.join()
         with urllib.request.urlopen(url + "/metrics", timeout=10) as reply:
             metrics = reply.read().decode()
+        context = _too_long(url)
     return {
         "workers": workers,
         "requests": requests,
@@ -83,6 +97,7 @@ def burst(workers: int, requests: int, max_tokens: int, log_dir: Path) -> dict[s
         "false_failures": _counter(metrics, "lumen_gateway_worker_failures_total"),
         "missed_heartbeats": _counter(metrics, "lumen_gateway_missed_heartbeats_total"),
         "resumed_requests": _counter(metrics, "lumen_gateway_resumed_requests_total"),
+        "too_long_prompt": context,
         "health_polls": len(health),
         "health_not_200": sum(1 for h in health if h != 200),
     }

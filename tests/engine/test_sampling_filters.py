@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lumen.executor.engine.interface import RequestSpec, SamplingParams
+from lumen.executor.engine.interface import RequestOutput, RequestSpec, SamplingParams
 
 from .conftest import EngineFactory
 
@@ -53,3 +53,22 @@ def test_top_k_one_is_greedy_and_sampling_resumes_identically(
     # A request resumed after 7 tokens on a fresh engine draws exactly the same rest.
     resumed = make_engine().generate([_spec(8, 0.9, tuple(sampled[:7]))])["r"]
     assert list(resumed)[-9:] == list(sampled)[7:]
+
+
+def test_logprobs_of_the_emitted_tokens(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    params = SamplingParams(max_new_tokens=6, logprobs=3)
+    engine.add_request(RequestSpec("g", (7, 8, 9), params))
+    outs: list[RequestOutput] = []
+    while engine.has_unfinished():
+        outs.extend(engine.step().outputs)
+    tokens = [t for o in outs for t in o.new_token_ids]
+    logprobs = [lp for o in outs for lp in o.logprobs]
+    assert len(logprobs) == len(tokens) == 6
+    for token, lp in zip(tokens, logprobs, strict=True):
+        assert len(lp.top) == 3 and lp.top[0][0] == token  # greedy: the most likely token
+        assert lp.logprob == pytest.approx(lp.top[0][1]) and lp.logprob <= 0
+        assert [v for _, v in lp.top] == sorted((v for _, v in lp.top), reverse=True)
+    engine.add_request(RequestSpec("n", (7, 8, 9), SamplingParams(max_new_tokens=3)))
+    while engine.has_unfinished():
+        assert all(o.logprobs == () for o in engine.step().outputs)  # not asked: none

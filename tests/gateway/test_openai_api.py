@@ -16,7 +16,7 @@ from lumen.executor.gateway import Gateway, GatewayHTTPServer
 from lumen.executor.gateway.chat import apply_template
 
 from .conftest import GatewayFactory
-from .fakes import FakeWorker, expected_output
+from .fakes import FakeWorker, expected_output, fake_logprob
 
 openai = pytest.importorskip("openai")
 
@@ -212,3 +212,43 @@ def test_gateway_metrics_count_tokens_latency_and_statuses(server: Server, clien
     assert m.value("lumen_gateway_http_responses_total", ok) == 1
     bad = {"route": "/v1/completions", "code": "400"}
     assert m.value("lumen_gateway_http_responses_total", bad) == 1
+
+
+def test_logprobs_of_completions_and_chat_survive_a_failover(server: Server, client: Any) -> None:
+    _, gw, fakes = server
+    want = expected_output(tuple(b"abc"), 8)
+    got = client.completions.create(
+        model="lumen", prompt="abc", max_tokens=8, temperature=0, logprobs=2
+    )
+    lp = got.choices[0].logprobs
+    assert lp.tokens == [chr(t) for t in want]
+    assert lp.token_logprobs == [fake_logprob(t, 2).logprob for t in want]
+    assert [list(d) for d in lp.top_logprobs] == [
+        [chr(a) for a, _ in fake_logprob(t, 2).top] for t in want
+    ]
+    assert lp.text_offset == list(range(8))
+    content = "q" * 100
+    prompt = chat_prompt(content)
+    stream = client.chat.completions.create(
+        model="lumen",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=40,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=1,
+        stream=True,
+    )
+    entries = []
+    for k, part in enumerate(stream):
+        if part.choices[0].logprobs is not None:
+            entries.extend(part.choices[0].logprobs.content)
+        if k == 8:
+            next(f for f in fakes if gw.board.requests_on(f.worker_id)).kill()
+    tokens = expected_output(prompt, 40)
+    assert [e.token for e in entries] == [chr(t) for t in tokens]  # none lost, none repeated
+    assert [e.logprob for e in entries] == [fake_logprob(t, 1).logprob for t in tokens]
+    assert all(e.top_logprobs[0].token == e.token for e in entries)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(
+            model="lumen", messages=[{"role": "user", "content": "x"}], top_logprobs=2
+        )

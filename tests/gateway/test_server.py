@@ -141,7 +141,7 @@ def test_stream_survives_a_worker_killed_mid_stream(server: Server) -> None:
         ({"model": "lumen", "prompt": "x", "echo": 1}, 400, "echo: expected"),
         ({"model": "lumen", "prompt": "x", "n": 17}, 400, "n: expected"),
         ({"model": "lumen", "prompt": "x", "stop": ["a"] * 5}, 400, "stop: at most"),
-        ({"model": "lumen", "prompt": "x", "logprobs": 2}, 400, "logprobs: not supported"),
+        ({"model": "lumen", "prompt": "x", "logprobs": 6}, 400, "logprobs: expected"),
         ({"model": "lumen", "prompt": "x", "top_p": 0}, 400, "top_p: must be"),
         ({"model": "lumen", "prompt": "x", "top_k": -2}, 400, "top_k: expected"),
         ({"model": "lumen", "prompt": "x", "stream": "yes"}, 400, "stream: expected"),

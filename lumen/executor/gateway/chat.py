@@ -93,7 +93,7 @@ def parse_chat(body: object, tokenizer: ByteTokenizer, limits: Limits) -> Comple
     field = (
         "max_completion_tokens" if call.get("max_completion_tokens") is not None else "max_tokens"
     )
-    sampling = parse_sampling(call, [ids], tokenizer, limits, field)
+    sampling = parse_sampling(call, [ids], tokenizer, limits, field, chat=True)
     if END_OF_TURN not in sampling.stop:
         sampling = type(sampling)(**{**sampling.__dict__, "stop": (*sampling.stop, END_OF_TURN)})
     stream, include_usage = stream_options(call)

@@ -19,6 +19,7 @@ from lumen.executor.gateway.history import StreamItem, TrackedRequest
 from lumen.executor.gateway.openai import CompletionRequest
 from lumen.executor.gateway.stops import StopMatcher
 from lumen.executor.gateway.tokenizer import ByteTokenizer, StreamDecoder
+from lumen.executor.worker.api import TokenLogprob
 
 __all__ = ["CallRun", "Piece", "Shape", "choice_seed", "usage"]
 
@@ -38,12 +39,64 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Piece:
-    """What one sink item adds to a choice: text to send, its token ids, the finish reason."""
+    """What one sink item adds to a choice: text to send, its token ids, the finish reason,
+    and the log probabilities of its tokens (when asked for) with the choice's text length
+    before it (for ``text_offset``)."""
 
     index: int
     text: str
     token_ids: tuple[int, ...]
     finish: str | None
+    logprobs: tuple[TokenLogprob, ...] = ()
+    offset: int = 0
+
+
+def token_text(token: int) -> str:
+    """A token's text as OpenAI lists it: the character of an ASCII byte, ``bytes:\\xNN`` for
+    other bytes, U+FFFD for ids without a byte form."""
+    if token < 128:
+        return chr(token)
+    return f"bytes:\\x{token:02x}" if token < 256 else "\ufffd"
+
+
+def _token_bytes(token: int) -> list[int]:
+    return [token] if token < 256 else list("\ufffd".encode())
+
+
+def text_logprobs(pieces: Sequence[Piece]) -> dict[str, object]:
+    """``choices[].logprobs`` of ``/v1/completions`` for the pieces of one choice."""
+    tokens: list[str] = []
+    chosen: list[float] = []
+    tops: list[dict[str, float]] = []
+    offsets: list[int] = []
+    for piece in pieces:
+        offset = piece.offset
+        for t, lp in zip(piece.token_ids, piece.logprobs, strict=False):
+            tokens.append(token_text(t))
+            chosen.append(lp.logprob)
+            tops.append({token_text(a): v for a, v in lp.top})
+            offsets.append(offset)
+            offset += 1 if t < 128 else 0
+    return {
+        "tokens": tokens,
+        "token_logprobs": chosen,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(pieces: Sequence[Piece]) -> dict[str, object]:
+    """``choices[].logprobs`` of ``/v1/chat/completions`` for the pieces of one choice."""
+
+    def entry(token: int, logprob: float) -> dict[str, object]:
+        return {"token": token_text(token), "logprob": logprob, "bytes": _token_bytes(token)}
+
+    content = [
+        {**entry(t, lp.logprob), "top_logprobs": [entry(a, v) for a, v in lp.top]}
+        for piece in pieces
+        for t, lp in zip(piece.token_ids, piece.logprobs, strict=False)
+    ]
+    return {"content": content}
 
 
 @dataclass
@@ -54,6 +107,8 @@ class _Choice:
     ids: list[int] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
     finish: str | None = None
+    pieces: list[Piece] = field(default_factory=list)
+    length: int = 0
 
 
 class CallRun:
@@ -99,7 +154,11 @@ class CallRun:
         c.ids.extend(item.token_ids)
         c.text.append(out)
         c.finish = finish
-        return Piece(item.index, out, item.token_ids, finish)
+        piece = Piece(item.index, out, item.token_ids, finish, item.logprobs, c.length)
+        c.length += len(out)
+        if item.logprobs:
+            c.pieces.append(piece)
+        return piece
 
     def usage(self) -> dict[str, int]:
         prompt = sum(len(p) for p in self.call.prompts)
@@ -124,11 +183,17 @@ class Shape:
             "choices": choices,
         }
 
-    def chunk(self, piece: Piece) -> dict[str, object]:
-        """One stream chunk."""
+    def _logprobs(self, pieces: Sequence[Piece], wanted: bool) -> dict[str, object] | None:
+        if not wanted:
+            return None
+        return chat_logprobs(pieces) if self.chat else text_logprobs(pieces)
+
+    def chunk(self, piece: Piece, wanted: bool = False) -> dict[str, object]:
+        """One stream chunk (``wanted``: the call asked for log probabilities)."""
         extra = {"lumen": {"token_ids": list(piece.token_ids)}}
+        logprobs = self._logprobs([piece], wanted and bool(piece.token_ids))
         if not self.chat:
-            c = {"text": piece.text, "index": piece.index, "logprobs": None}
+            c = {"text": piece.text, "index": piece.index, "logprobs": logprobs}
             return self._envelope(
                 "text_completion", [{**c, "finish_reason": piece.finish, **extra}]
             )
@@ -136,7 +201,12 @@ class Shape:
         if piece.index not in self._opened:
             self._opened.add(piece.index)
             delta = {"role": "assistant", **delta}
-        c = {"index": piece.index, "delta": delta, "logprobs": None, "finish_reason": piece.finish}
+        c = {
+            "index": piece.index,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": piece.finish,
+        }
         return self._envelope("chat.completion.chunk", [{**c, **extra}])
 
     def usage_chunk(self, counts: dict[str, int]) -> dict[str, object]:
@@ -146,6 +216,7 @@ class Shape:
     def body(self, run: CallRun) -> dict[str, object]:
         """The whole (non-streamed) response."""
         choices: list[dict[str, object]] = []
+        wanted = run.call.sampling.logprobs is not None
         for k, c in enumerate(run.choices):
             text = "".join(c.text)
             head: dict[str, object] = (
@@ -154,7 +225,12 @@ class Shape:
                 else {"text": text, "index": k}
             )
             choices.append(
-                {**head, "logprobs": None, "finish_reason": c.finish, "lumen": {"token_ids": c.ids}}
+                {
+                    **head,
+                    "logprobs": self._logprobs(c.pieces, wanted),
+                    "finish_reason": c.finish,
+                    "lumen": {"token_ids": c.ids},
+                }
             )
         kind = "chat.completion" if self.chat else "text_completion"
         return {**self._envelope(kind, choices), "usage": run.usage()}

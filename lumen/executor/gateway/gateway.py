@@ -38,6 +38,7 @@ from lumen.executor.gateway.recovery import snapshot as cluster_snapshot
 from lumen.executor.worker.api import (
     GenerationRequest,
     TokenEvent,
+    TokenLogprob,
     WorkerAPI,
     WorkerStatus,
     WorkerUnavailableError,
@@ -205,6 +206,7 @@ class Gateway:
         index: int = 0,
         top_p: float = 1.0,
         top_k: int = 0,
+        logprobs: int | None = None,
     ) -> TrackedRequest:
         """Queue a request; its tokens, then its end, arrive on ``sink`` (new queue if None)."""
         if not prompt_token_ids or max_tokens < 1:
@@ -222,6 +224,7 @@ class Gateway:
                 stop_token_ids=tuple(stop_token_ids),
                 top_p=top_p,
                 top_k=top_k,
+                logprobs=logprobs,
             )
             self._active[rid] = request
         self.pend(Pending(request))
@@ -334,6 +337,7 @@ class Gateway:
                 restore_from,
                 request.top_p,
                 request.top_k,
+                request.logprobs,
             )
             self.board.attach(request, worker)
         if not self.board.is_up(worker):  # it failed while we placed: let recovery see it
@@ -361,7 +365,8 @@ class Gateway:
                         return  # taken off this worker: what it sends now is dropped
                     new = request.history.extend(event.token_ids, event.generated_tokens)
                     if new:
-                        self._sent_locked(request, new)
+                        skip = len(event.token_ids) - len(new)
+                        self._sent_locked(request, new, event.logprobs[skip:])
                     if event.finished or self._complete_locked(request):
                         if not request.done:
                             self.finish_locked(request, self._reason(request))
@@ -380,14 +385,19 @@ class Gateway:
 
     # -- bookkeeping (callers hold request.lock) -------------------------------------------------
 
-    def _sent_locked(self, request: TrackedRequest, new: tuple[int, ...]) -> None:
+    def _sent_locked(
+        self,
+        request: TrackedRequest,
+        new: tuple[int, ...],
+        logprobs: tuple[TokenLogprob, ...] = (),
+    ) -> None:
         now = time.monotonic()
         if request.first_token_s is None:
             request.first_token_s = now
             self.metrics.ttft.observe(now - request.arrived_s)
         request.last_token_s = now
         self.metrics.generation_tokens.inc(len(new))
-        request.sink.put(StreamItem(request.index, new))
+        request.sink.put(StreamItem(request.index, new, logprobs=logprobs))
 
     def _reason(self, request: TrackedRequest) -> str:
         limit = self.context_limit()

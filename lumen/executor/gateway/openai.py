@@ -6,10 +6,11 @@ of either) and the sampling fields below; ``POST /v1/chat/completions`` (see
 ``max_tokens`` (``max_completion_tokens`` in chat; default 16, capped at the room the context
 leaves), ``temperature`` (default 1, in [0, 2]), ``top_p`` (in (0, 1]), ``top_k`` (vLLM's
 extension; 0 or -1: off), ``seed``, ``n`` (samples per prompt, at most :data:`MAX_N`), ``stop``
-(up to 4 strings), ``stop_token_ids`` (vLLM's extension), ``echo`` (completions), ``stream``
-and ``stream_options.include_usage``. ``best_of`` and ``suffix`` are accepted only at their
-defaults, ``logprobs`` only null/false (refused otherwise); other fields (``user``, penalties
-at 0...) are ignored. Every refusal is a :class:`BadRequest` that names the field, answered with
+(up to 4 strings), ``stop_token_ids`` (vLLM's extension), ``echo`` (completions), ``stream``,
+``stream_options.include_usage`` and log probabilities: ``logprobs`` (completions: alternatives
+per token, 0 to 5; chat: true/false with ``top_logprobs`` 0 to 20). ``best_of`` and ``suffix``
+are accepted only at their defaults; other fields (``user``, penalties at 0...) are ignored.
+Every refusal is a :class:`BadRequest` that names the field, answered with
 OpenAI's error body: 400, or 404 for an unknown model.
 
 Context length, as vLLM checks it: a prompt of ``max_model_len`` tokens or more, or one whose
@@ -34,10 +35,10 @@ MAX_STOPS, MAX_STOP_CHARS = 4, 256
 #: Fields accepted only at these values.
 _DEFAULT_ONLY: dict[str, tuple[object, ...]] = {
     "best_of": (None, 1),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "suffix": (None, ""),
 }
+#: Alternatives per token at most: ``logprobs`` (completions), ``top_logprobs`` (chat).
+MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS = 5, 20
 
 
 class BadRequest(Exception):
@@ -74,6 +75,7 @@ class Sampling:
     n: int
     stop: tuple[str, ...]
     stop_token_ids: tuple[int, ...]
+    logprobs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,41 @@ def _max_tokens(value: object, name: str, prompts: list[tuple[int, ...]], limits
     return wanted
 
 
+def completion_logprobs(body: dict[str, Any]) -> int | None:
+    """``logprobs`` of a completions call: alternatives per token, or None."""
+    value = body.get("logprobs")
+    if value is None:
+        return None
+    if not is_int(value) or not 0 <= value <= MAX_COMPLETION_LOGPROBS:
+        raise BadRequest(
+            f"logprobs: expected an integer in [0, {MAX_COMPLETION_LOGPROBS}] or null", "logprobs"
+        )
+    if body.get("echo"):
+        raise BadRequest("logprobs: not supported with echo (no prompt log probabilities)", "echo")
+    return int(value)
+
+
+def chat_logprobs(body: dict[str, Any]) -> int | None:
+    """``logprobs`` and ``top_logprobs`` of a chat call: alternatives per token, or None."""
+    wanted, top = body.get("logprobs"), body.get("top_logprobs")
+    if not isinstance(wanted, bool | None):
+        raise BadRequest("logprobs: expected true or false", "logprobs")
+    if top is not None and (not is_int(top) or not 0 <= top <= MAX_TOP_LOGPROBS):
+        raise BadRequest(
+            f"top_logprobs: expected an integer in [0, {MAX_TOP_LOGPROBS}]", "top_logprobs"
+        )
+    if top and not wanted:
+        raise BadRequest("top_logprobs: only with logprobs true", "top_logprobs")
+    return int(top or 0) if wanted else None
+
+
 def parse_sampling(
     body: dict[str, Any],
     prompts: list[tuple[int, ...]],
     tokenizer: ByteTokenizer,
     limits: Limits,
     max_tokens_field: str = "max_tokens",
+    chat: bool = False,
 ) -> Sampling:
     """The sampling fields of ``body`` (module docstring); raises :class:`BadRequest`."""
     max_tokens = _max_tokens(body.get(max_tokens_field), max_tokens_field, prompts, limits)
@@ -199,7 +230,8 @@ def parse_sampling(
     if not is_int(n) or not 1 <= n <= MAX_N or n * len(prompts) > MAX_PROMPTS:
         raise BadRequest(f"n: expected an integer in [1, {MAX_N}], n x prompts <= 64", "n")
     stop, stop_ids = _stops(body, tokenizer)
-    return Sampling(max_tokens, temperature, top_p, int(top_k), seed, n, stop, stop_ids)
+    logprobs = chat_logprobs(body) if chat else completion_logprobs(body)
+    return Sampling(max_tokens, temperature, top_p, int(top_k), seed, n, stop, stop_ids, logprobs)
 
 
 def check_model(body: object, model: str) -> dict[str, Any]:

@@ -212,6 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
                 index=i * s.n + j,
                 top_p=s.top_p,
                 top_k=s.top_k,
+                logprobs=s.logprobs,
             )
             for i, p in enumerate(call.prompts)
             for j in range(s.n)
@@ -273,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             piece = run.feed(item)
             if piece is not None and (piece.text or piece.token_ids or piece.finish):
-                send(shape.chunk(piece))
+                send(shape.chunk(piece, call.sampling.logprobs is not None))
         else:
             if call.include_usage:
                 send(shape.usage_chunk(run.usage()))

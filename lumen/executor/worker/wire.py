@@ -18,7 +18,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lumen.executor.engine.interface import Proposal, RequestSpec, SamplingParams
+from lumen.executor.engine.interface import (
+    MAX_LOGPROBS,
+    Proposal,
+    RequestSpec,
+    SamplingParams,
+    TokenLogprob,
+)
 from lumen.executor.engine.kv_page import KVPage
 from lumen.executor.worker.api import STAGES, GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.worker.assist import Mirror
@@ -92,6 +98,8 @@ def submission_to_proto(sub: Submission) -> pb.SubmitRequestRequest:
     if r.top_p < 1.0:
         msg.top_p = r.top_p
     msg.top_k = r.top_k
+    if r.logprobs is not None:
+        msg.logprobs = r.logprobs
     if r.checkpoint_holder is not None:
         msg.checkpoint_holder = r.checkpoint_holder
     if r.restore_from is not None:
@@ -121,6 +129,9 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
     top_p = msg.top_p if msg.HasField("top_p") else 1.0
     if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
         raise InvalidField("top_p", "must be in (0, 1]")
+    logprobs = msg.logprobs if msg.HasField("logprobs") else None
+    if logprobs is not None and logprobs > MAX_LOGPROBS:
+        raise InvalidField("logprobs", f"must be <= {MAX_LOGPROBS}")
     for name in ("checkpoint_holder_address", "restore_from_address"):
         if len(getattr(msg, name)) > MAX_ADDRESS:
             raise InvalidField(name, f"longer than {MAX_ADDRESS} characters")
@@ -134,6 +145,7 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
         stop_token_ids=tuple(msg.stop_token_ids),
         top_p=top_p,
         top_k=msg.top_k,
+        logprobs=logprobs,
         checkpoint_holder=msg.checkpoint_holder if msg.HasField("checkpoint_holder") else None,
         restore_from=msg.restore_from if msg.HasField("restore_from") else None,
     )
@@ -146,6 +158,14 @@ def token_event_to_proto(event: TokenEvent) -> pb.TokenChunk:
         token_ids=list(event.token_ids),
         generated_tokens=event.generated_tokens,
         finished=event.finished,
+        logprobs=[
+            pb.TokenLogprob(
+                logprob=lp.logprob,
+                top_token_ids=[t for t, _ in lp.top],
+                top_logprobs=[v for _, v in lp.top],
+            )
+            for lp in event.logprobs
+        ],
     )
 
 
@@ -155,6 +175,10 @@ def token_event_from_proto(msg: pb.TokenChunk) -> TokenEvent:
         token_ids=tuple(msg.token_ids),
         generated_tokens=msg.generated_tokens,
         finished=msg.finished,
+        logprobs=tuple(
+            TokenLogprob(lp.logprob, tuple(zip(lp.top_token_ids, lp.top_logprobs, strict=False)))
+            for lp in msg.logprobs
+        ),
     )
 
 
