@@ -103,6 +103,8 @@ class FakeWorker:
         self.waiting_time_s = 0.0
         self.draft_ready = True
         self.survivor: int | None = None
+        #: Status code every submission is refused with (None: accepted).
+        self.refuse_with: str | None = None
         #: (stage, survivor) of every set_stage call, refused ones included.
         self.stage_calls: list[tuple[str, int | None]] = []
         self.submissions: list[GenerationRequest] = []
@@ -152,6 +154,8 @@ class FakeWorker:
         return self._generate(request)
 
     def _generate(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        if self.refuse_with is not None:
+            raise FakeRefusal(self.refuse_with, "the worker refuses this request")
         if self.killed:
             raise WorkerUnavailableError(f"worker {self._id} is dead")
         rid = request.request_id

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lumen.executor.gateway import Gateway, GatewayHTTPServer
+from lumen.executor.gateway import Gateway, GatewayError, GatewayHTTPServer
 from lumen.executor.gateway.chat import apply_template
 
 from .conftest import GatewayFactory
@@ -252,3 +252,12 @@ def test_logprobs_of_completions_and_chat_survive_a_failover(server: Server, cli
         client.chat.completions.create(
             model="lumen", messages=[{"role": "user", "content": "x"}], top_logprobs=2
         )
+
+
+def test_a_request_a_worker_refuses_as_invalid_is_not_retried(server: Server) -> None:
+    _, gw, fakes = server
+    for f in fakes:
+        f.refuse_with = "INVALID_ARGUMENT"
+    with pytest.raises(GatewayError, match="refused by the worker"):
+        list(gw.generate((1, 2, 3), 4, timeout_s=10))
+    assert sum(len(f.submissions) for f in fakes) == 1  # not resumed 16 times elsewhere

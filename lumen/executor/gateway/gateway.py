@@ -377,6 +377,11 @@ class Gateway:
             error = str(exc)
         except Exception as exc:  # a refused call, or a broken client: retried with back-off
             error = repr(exc)
+            if getattr(exc, "code", None) == "INVALID_ARGUMENT":  # every worker would refuse
+                with request.lock:
+                    if request.attempt == attempt and not request.done:
+                        self.finish_locked(request, "error", f"refused by the worker: {exc}")
+                return
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
