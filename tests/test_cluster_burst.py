@@ -1,5 +1,6 @@
 """A burst of 200 concurrent requests on a live 3-worker cluster: no healthy worker is
-declared dead, every request succeeds and ``/healthz`` answers 200 throughout. Slow (a cluster
+declared dead, every request succeeds, ``/healthz`` answers 200 throughout, and a prompt past
+the context the workers report gets 400 ``context_length_exceeded``. Slow (a cluster
 starts, about 20-40 s on a shared 2-core machine): ``pytest -m slow tests/test_cluster_burst.py``.
 """
 
@@ -32,3 +33,6 @@ def test_a_burst_declares_no_healthy_worker_dead() -> None:
     assert got["false_failures"] == 0
     assert got["ok"] == got["requests"] == 200
     assert got["health_not_200"] == 0
+    # a prompt past the workers' context is refused at once, not retried
+    assert got["too_long_prompt"]["status"] == 400
+    assert got["too_long_prompt"]["code"] == "context_length_exceeded"
