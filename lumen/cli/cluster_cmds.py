@@ -63,11 +63,11 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _policies(text: str | None, default: list[str]) -> list[str]:
+def _policies(text: str | None, default: list[str], option: str = "--policies") -> list[str]:
     names = [p.strip() for p in text.split(",") if p.strip()] if text else default
     bad = [p for p in names if p not in POLICIES]
     if bad or not names:
-        raise _fail(f"--policies: unknown {bad}; known: {', '.join(sorted(POLICIES))}")
+        raise _fail(f"{option}: unknown {bad}; known: {', '.join(sorted(POLICIES))}")
     return names
 
 
@@ -83,18 +83,20 @@ def _requests(
 
 @cluster_app.command("up")
 def up(
-    scenario: str = typer.Argument(..., help="Scenario name or path (its first policy runs)."),
-    policy: str | None = typer.Option(None, help="Policy (default: the scenario's first)."),
+    scenario: str = typer.Argument(..., help="Scenario name or path (its cost model)."),
+    policy: str = typer.Option("lumen", help="Failure policy of the gateway."),
     workers: int = typer.Option(4, min=2, max=64, help="Worker processes."),
     ssd_gbyte_s: float | None = typer.Option(None, help="Emulated weight-load bandwidth."),
     log_dir: Path = typer.Option(Path("out/cluster"), help="Process logs."),
 ) -> None:
     """Start the planner, the gateway and the workers, print the endpoints, run until Ctrl-C."""
+    if "," in policy:
+        raise _fail("--policy: one policy (cluster run takes several with --policies)")
+    chosen = _policies(policy, ["lumen"], "--policy")[0]
     try:
-        loaded = load_scenario(scenario)
+        load_scenario(scenario)
     except ScenarioError as exc:
         raise _fail(str(exc), 1) from None
-    chosen = _policies(policy, [str(loaded.scenario.policies[0])])[0]
     spec = ClusterSpec(workers, chosen, ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
     cluster = LocalCluster(spec)
     try:

@@ -186,3 +186,21 @@ def test_every_stage_round_trips_through_the_wire() -> None:
         wire.stage_to_proto("sleeping")
     with pytest.raises(InvalidField, match="unspecified"):
         wire.stage_from_proto(pb.RECOVERY_STAGE_UNSPECIFIED)
+
+
+def test_filters_logprobs_and_context_limit_cross_the_wire(make_worker: WorkerFactory) -> None:
+    server = make_worker()
+    filtered = GenerationRequest(7, PROMPT, 10, temperature=1.0, seed=5, top_p=0.9, top_k=4)
+    with ExecutorClient(server.target, 0) as client:
+        assert collect(client, filtered) == reference(filtered)
+        events = list(client.submit(GenerationRequest(8, PROMPT, 5, logprobs=2)))
+        status = client.status()
+    logprobs = [lp for e in events for lp in e.logprobs]
+    tokens = [t for e in events for t in e.token_ids]
+    assert len(logprobs) == len(tokens) == 5
+    assert all(
+        lp.top[0][0] == t and len(lp.top) == 2 for t, lp in zip(tokens, logprobs, strict=True)
+    )
+    assert status.max_model_len == min(512, TINY.max_position_embeddings)
+    steps = server.worker.metrics.registry.get_sample_value("lumen_worker_steps_total")
+    assert steps is not None and steps == status.steps > 0  # a counter, advanced per report

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from lumen.executor.worker.api import (
     GenerationRequest,
     TokenEvent,
+    TokenLogprob,
     WorkerStatus,
     WorkerUnavailableError,
 )
@@ -36,6 +37,14 @@ def fake_token(prompt: Sequence[int], position: int, seed: int | None, temperatu
     salt = f"|{seed}" if temperature > 0 else ""
     key = (",".join(map(str, prompt)) + f"|{position}{salt}").encode()
     return 97 + zlib.crc32(key) % 26
+
+
+def fake_logprob(token: int, alternatives: int) -> TokenLogprob:
+    """The log probability a fake reports for ``token``: a pure function of it, with
+    ``alternatives`` made-up runners-up (the token itself first)."""
+    lp = -0.25 - (token % 5) / 10
+    top = tuple((token if k == 0 else 97 + (token + k) % 26, lp - k) for k in range(alternatives))
+    return TokenLogprob(lp, top)
 
 
 def expected_output(
@@ -94,6 +103,8 @@ class FakeWorker:
         self.waiting_time_s = 0.0
         self.draft_ready = True
         self.survivor: int | None = None
+        #: Status code every submission is refused with (None: accepted).
+        self.refuse_with: str | None = None
         #: (stage, survivor) of every set_stage call, refused ones included.
         self.stage_calls: list[tuple[str, int | None]] = []
         self.submissions: list[GenerationRequest] = []
@@ -143,6 +154,8 @@ class FakeWorker:
         return self._generate(request)
 
     def _generate(self, request: GenerationRequest) -> Iterator[TokenEvent]:
+        if self.refuse_with is not None:
+            raise FakeRefusal(self.refuse_with, "the worker refuses this request")
         if self.killed:
             raise WorkerUnavailableError(f"worker {self._id} is dead")
         rid = request.request_id
@@ -168,7 +181,10 @@ class FakeWorker:
                 finished = position >= request.max_tokens or token in request.stop_token_ids
                 if finished:
                     self.cluster.drop_request(rid)
-                yield TokenEvent(rid, (token,), position, finished)
+                logprobs = (
+                    (fake_logprob(token, request.logprobs),) if request.logprobs is not None else ()
+                )
+                yield TokenEvent(rid, (token,), position, finished, logprobs)
                 if finished:
                     return
         finally:

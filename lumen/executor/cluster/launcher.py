@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from types import TracebackType
 
 from lumen.planner.policies import POLICIES
 
-__all__ = ["ClusterSpec", "LocalCluster", "ProcessHandle"]
+__all__ = ["ClusterSpec", "LocalCluster", "ParentPipe", "ProcessHandle", "supervised"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -80,8 +81,32 @@ class ClusterSpec:
         return POLICIES[self.policy].progressive and self.draft_weights is not None
 
 
+class ParentPipe:
+    """The pipe that ties children to this process: they hold the read end and stop when it
+    reads end-of-file, i.e. when this process is gone (:mod:`.supervise`). One per process."""
+
+    _lock = threading.Lock()
+    _fds: tuple[int, int] | None = None
+
+    @classmethod
+    def read_fd(cls) -> int:
+        with cls._lock:
+            if cls._fds is None:
+                cls._fds = os.pipe()  # both ends non-inheritable; children get the read end
+            return cls._fds[0]
+
+
+def supervised(argv: list[str], fd: int) -> list[str]:
+    """``argv`` (``python -m MODULE ...``) run under :mod:`.supervise` with pipe ``fd``."""
+    if len(argv) < 3 or argv[1] != "-m":
+        raise ValueError(f"expected python -m MODULE ..., got {argv[:3]}")
+    return [argv[0], "-m", "lumen.executor.cluster.supervise", "--parent-fd", str(fd), *argv[2:]]
+
+
 class ProcessHandle:
-    """One child process with its command line and log file."""
+    """One child process with its command line and log file. Children of ``python -m`` form
+    die with this process (:class:`ParentPipe`); each runs in a session of its own, so a
+    Ctrl-C at the launcher's terminal reaches only the launcher, which stops them in order."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
         self.name = name
@@ -93,8 +118,14 @@ class ProcessHandle:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        fd = ParentPipe.read_fd()
         self.popen = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            supervised(self.argv, fd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            pass_fds=(fd,),
         )
         log.close()
 

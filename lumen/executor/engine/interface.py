@@ -25,6 +25,7 @@ from lumen.executor.engine.config import EngineConfig, ModelConfig
 from lumen.executor.engine.kv_page import ROOT_TAG, KVLayout, KVPage, page_tag, page_tags
 
 __all__ = [
+    "MAX_LOGPROBS",
     "ROOT_TAG",
     "Engine",
     "FinishReason",
@@ -39,6 +40,7 @@ __all__ = [
     "SamplingParams",
     "StepOutput",
     "StepStats",
+    "TokenLogprob",
     "UnknownRequestError",
     "WeightSource",
     "page_tag",
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 ModelRole = Literal["target", "draft"]
+
+#: Most alternatives a request may ask log probabilities for, per output token.
+MAX_LOGPROBS = 20
 
 
 class UnknownRequestError(KeyError):
@@ -63,6 +68,10 @@ class SamplingParams:
     Attributes:
         temperature: 0 means greedy (argmax); otherwise logits are divided by it.
         top_p: nucleus sampling mass, in (0, 1].
+        top_k: sample among the ``top_k`` most likely tokens only (0: all tokens).
+        logprobs: return each output token's log probability under the model's raw
+            distribution (before temperature and filtering, as vLLM's default) with this many
+            most likely alternatives (0 to :data:`MAX_LOGPROBS`); ``None``: none.
         seed: sampling seed. Draws are a pure function of ``(seed, position)``, so a request
             resumed on another engine samples exactly the tokens it would have sampled. ``None``
             derives the seed from the request id and the engine seed.
@@ -76,12 +85,18 @@ class SamplingParams:
     seed: int | None = None
     max_new_tokens: int = 16
     stop_token_ids: tuple[int, ...] = ()
+    top_k: int = 0
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplingParams.top_k must be >= 0, got {self.top_k}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"SamplingParams.logprobs must be in [0, {MAX_LOGPROBS}] or None")
         if self.max_new_tokens < 1:
             raise ValueError(
                 f"SamplingParams.max_new_tokens must be >= 1, got {self.max_new_tokens}"
@@ -132,13 +147,24 @@ class FinishReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """An output token's log probability and the most likely alternatives at its position
+    (``top``: ``(token id, log probability)``, most likely first)."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOutput:
-    """What one step produced for one request."""
+    """What one step produced for one request (``logprobs``: one per new token when the
+    request asked for them, else empty)."""
 
     request_id: str
     new_token_ids: tuple[int, ...]
     num_output_tokens: int
     finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     @property
     def finished(self) -> bool:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lumen.executor.engine.interface import TokenLogprob
 from lumen.executor.engine.model import AttentionMetadata, ChunkAttention, Qwen3ForCausalLM
 from lumen.executor.engine.sampling import (
     STREAM_ACCEPT,
@@ -151,7 +152,7 @@ class ModelRunner:
                     # The first draft occupies position start + 1; draws are keyed by position.
                     first = chunk.start_position + 1
                     target = processed_probs(
-                        logits[row : row + k + 1], params.temperature, params.top_p
+                        logits[row : row + k + 1], params.temperature, params.top_p, params.top_k
                     )
                     q = None if chunk.draft_probs is None else torch.from_numpy(chunk.draft_probs)
                     tokens = accept_rejection(
@@ -172,13 +173,15 @@ class ModelRunner:
                 if params.greedy:
                     sampled[chunk.request_id] = (argmax[row],)
                 else:
-                    p = processed_probs(logits[row], params.temperature, params.top_p)
+                    p = processed_probs(logits[row], params.temperature, params.top_p, params.top_k)
                     u = uniform(chunk.seed, chunk.end_position, stream, 0)
                     sampled[chunk.request_id] = (sample_from_probs(p, u),)
                     if want_probs:
                         probs_out[chunk.request_id] = p.numpy()
                 row += 1
-        return RunnerOutput(sampled=sampled, probs=probs_out)
+        return RunnerOutput(
+            sampled=sampled, probs=probs_out, logprobs=_logprobs(chunks, logits, sampled)
+        )
 
     # ---- KV pages ----------------------------------------------------------------------------
 
@@ -211,3 +214,32 @@ class ModelRunner:
             raw = torch.frombuffer(payload, dtype=torch.uint8)
         page = raw.view(self.dtype).view(shape)[:, :, :num_tokens]
         self.kv_cache[:, :, start : start + num_tokens].copy_(page.to(self.device))
+
+
+def _logprobs(
+    chunks: tuple[ScheduledChunk, ...], logits: Tensor, sampled: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[TokenLogprob, ...]]:
+    """Log probabilities of the sampled tokens of the chunks that ask for them: token ``i`` of
+    a chunk was drawn from its ``i``-th logit row (a verification's accepted drafts, then the
+    correction or bonus token)."""
+    out: dict[str, tuple[TokenLogprob, ...]] = {}
+    row = 0
+    for chunk in chunks:
+        rows = chunk.num_tokens if chunk.kind is ChunkKind.VERIFY else int(chunk.sample)
+        want = chunk.sampling.logprobs
+        tokens = sampled.get(chunk.request_id, ())
+        if want is not None and tokens:
+            lp = torch.log_softmax(logits[row : row + len(tokens)].float(), dim=-1)
+            chosen = lp[torch.arange(len(tokens)), torch.tensor(tokens)].tolist()
+            top_v, top_i = torch.topk(lp, want, dim=-1) if want else (lp[:, :0], lp[:, :0])
+            out[chunk.request_id] = tuple(
+                TokenLogprob(
+                    float(chosen[i]),
+                    tuple(
+                        zip(map(int, top_i[i].tolist()), map(float, top_v[i].tolist()), strict=True)
+                    ),
+                )
+                for i in range(len(tokens))
+            )
+        row += rows
+    return out

@@ -53,19 +53,27 @@ def derive_seed(request_id: str, engine_seed: int) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
-def processed_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """Next-token distribution(s) after temperature and nucleus filtering (float32).
+def processed_probs(
+    logits: torch.Tensor, temperature: float, top_p: float, top_k: int = 0
+) -> torch.Tensor:
+    """Next-token distribution(s) after temperature, top-k and nucleus filtering (float32).
 
-    ``logits`` is ``(vocab,)`` or ``(rows, vocab)``. ``temperature`` must be positive. The
-    nucleus keeps the most likely tokens until their mass reaches ``top_p`` (at least one), with
-    ties ordered by token id so the result is deterministic.
+    ``logits`` is ``(vocab,)`` or ``(rows, vocab)``. ``temperature`` must be positive. Top-k
+    (``top_k`` > 0) keeps the ``top_k`` most likely tokens; the nucleus then keeps the most
+    likely tokens until their mass reaches ``top_p`` (at least one). Ties are ordered by token
+    id, so the result is deterministic.
     """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p >= 1.0:
+    vocab = probs.shape[-1]
+    if top_p >= 1.0 and not 0 < top_k < vocab:
         return probs
     sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+    if 0 < top_k < vocab:
+        sorted_probs[..., top_k:] = 0.0
+        sorted_probs = sorted_probs / sorted_probs.sum(dim=-1, keepdim=True)
+    if top_p < 1.0:
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
     filtered = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return filtered / filtered.sum(dim=-1, keepdim=True)
 

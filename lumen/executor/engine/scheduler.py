@@ -33,6 +33,7 @@ from lumen.executor.engine.interface import (
     RequestOutput,
     RequestSpec,
     SamplingParams,
+    TokenLogprob,
 )
 
 __all__ = [
@@ -161,6 +162,7 @@ class RunnerOutput:
 
     sampled: Mapping[str, tuple[int, ...]]
     probs: Mapping[str, np.ndarray] = field(default_factory=dict)
+    logprobs: Mapping[str, tuple[TokenLogprob, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +358,9 @@ class Scheduler:
                     new_tokens = result.sampled[chunk.request_id]
             emitted, reason = self._append(seq, new_tokens)
             if emitted or reason is not None:
+                logprobs = result.logprobs.get(chunk.request_id, ())[: len(emitted)]
                 outputs.append(
-                    RequestOutput(seq.request_id, emitted, seq.num_output_tokens, reason)
+                    RequestOutput(seq.request_id, emitted, seq.num_output_tokens, reason, logprobs)
                 )
             if reason is not None:
                 self._finish(seq)

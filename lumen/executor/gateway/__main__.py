@@ -23,6 +23,7 @@ from typing import Any
 
 from lumen.executor.gateway.config import GatewayConfig
 from lumen.executor.gateway.health import HealthSettings
+from lumen.executor.gateway.limits import HTTPLimits
 from lumen.executor.worker.api import GenerationRequest, TokenEvent, WorkerStatus
 from lumen.planner.policies import POLICIES
 
@@ -108,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-timeout", type=float, default=1.0, help="seconds")
     p.add_argument("--hang-timeout", type=float, default=5.0, help="seconds")
     p.add_argument("--planner-timeout", type=float, default=2.0, help="seconds per call")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        help="context limit in tokens (default: the smallest the workers report)",
+    )
+    p.add_argument(
+        "--max-streams-per-worker", type=int, default=48, help="requests running on a worker"
+    )
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body")
+    p.add_argument("--read-timeout", type=float, default=10.0, help="seconds per read")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds per request body")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -129,6 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             health=HealthSettings(
                 args.heartbeat_interval, args.heartbeat_timeout, args.hang_timeout
             ),
+            max_model_len=args.max_model_len,
+            max_streams_per_worker=args.max_streams_per_worker,
+        )
+        limits = HTTPLimits(
+            max_body_bytes=args.max_body_bytes,
+            read_timeout_s=args.read_timeout,
+            body_timeout_s=args.body_timeout,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -159,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     planner = PlannerClient(args.planner, timeout_s=args.planner_timeout) if args.planner else None
     gateway = Gateway(clients, config, planner=planner, cost=scenario.cost_model)
     gateway.start()
-    http = GatewayHTTPServer(gateway, (host, port))
+    http = GatewayHTTPServer(gateway, (host, port), limits=limits)
     if args.metrics_port is not None:
         gateway.metrics.serve_http(args.metrics_port)
     stop = threading.Event()

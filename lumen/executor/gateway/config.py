@@ -27,6 +27,11 @@ class GatewayConfig:
         max_resumes: a request resumed more often than this ends with an error.
         acceptance_rate, speculation_depth: the draft's expected acceptance rate and the
             tokens it proposes per step (K), with which the pairing problem is posed.
+        max_model_len: the model's context (prompt and output tokens); None: the smallest
+            the workers report. Longer requests are refused (HTTP 400).
+        max_streams_per_worker: requests running on one worker at most; the rest wait in
+            the gateway's queue, so a burst never takes every handler thread of a worker
+            (its heartbeat answers would queue behind token streams).
     """
 
     policy: str = "lumen"
@@ -45,11 +50,17 @@ class GatewayConfig:
     max_prompt_tokens: int = 32768
     acceptance_rate: float = 0.6
     speculation_depth: int = 4
+    max_model_len: int | None = None
+    max_streams_per_worker: int = 48
 
     def __post_init__(self) -> None:
         check_policy(self.policy)
         if self.workers_per_node < 1 or self.max_resumes < 0:
             raise ValueError("workers_per_node must be >= 1 and max_resumes >= 0")
+        if self.max_streams_per_worker < 1:
+            raise ValueError("max_streams_per_worker must be >= 1")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError("max_model_len must be >= 2")
         if not 0.0 < self.acceptance_rate < 1.0 or self.speculation_depth < 1:
             raise ValueError("acceptance_rate must be in (0, 1) and speculation_depth >= 1")
 

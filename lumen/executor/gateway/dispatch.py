@@ -50,6 +50,12 @@ class WorkerBoard:
         with self._lock:
             return self._status[worker_id]
 
+    def max_model_len(self) -> int | None:
+        """The smallest context limit the workers reported (None: none reported one)."""
+        with self._lock:
+            known = [s.max_model_len for s in self._status.values() if s and s.max_model_len]
+        return min(known) if known else None
+
     def set_up(self, worker_id: int, up: bool) -> None:
         with self._lock:
             self._up[worker_id] = up
@@ -80,15 +86,21 @@ class WorkerBoard:
         with self._lock:
             return sum(len(s) for s in self._on.values())
 
-    def least_loaded(self, exclude: Sequence[int] = ()) -> int | None:
-        """The serving worker with the fewest of the gateway's requests (None: none serves)."""
+    def full(self, worker_id: int, cap: int | None) -> bool:
+        """Whether ``worker_id`` runs ``cap`` of the gateway's requests already."""
+        with self._lock:
+            return cap is not None and len(self._on[worker_id]) >= cap
+
+    def least_loaded(self, exclude: Sequence[int] = (), cap: int | None = None) -> int | None:
+        """The serving worker with the fewest of the gateway's requests (None: none serves,
+        or every serving worker runs ``cap`` requests already)."""
         best: tuple[int, float, int] | None = None
         with self._lock:
             for w in self.ids:
                 status = self._status[w]
                 if w in exclude or not self._up[w] or status is None:
                     continue
-                if status.stage != "serving":
+                if status.stage != "serving" or (cap is not None and len(self._on[w]) >= cap):
                     continue
                 key = (len(self._on[w]), status.waiting_time_s, w)
                 if best is None or key < best:

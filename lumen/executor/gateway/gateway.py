@@ -38,6 +38,7 @@ from lumen.executor.gateway.recovery import snapshot as cluster_snapshot
 from lumen.executor.worker.api import (
     GenerationRequest,
     TokenEvent,
+    TokenLogprob,
     WorkerAPI,
     WorkerStatus,
     WorkerUnavailableError,
@@ -105,6 +106,7 @@ class Gateway:
             on_status=self._on_status,
             on_failure=lambda w, reason: self.failover.handle_failure(w, reason, newly=True),
             on_return=self._on_return,
+            on_suspect=lambda w: self.metrics.suspicions.inc(),
         )
         self.failover = Failover(
             self,
@@ -202,6 +204,9 @@ class Gateway:
         stop_token_ids: Sequence[int] = (),
         sink: queue.Queue[StreamItem] | None = None,
         index: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        logprobs: int | None = None,
     ) -> TrackedRequest:
         """Queue a request; its tokens, then its end, arrive on ``sink`` (new queue if None)."""
         if not prompt_token_ids or max_tokens < 1:
@@ -217,6 +222,9 @@ class Gateway:
                 temperature=temperature,
                 seed=seed,
                 stop_token_ids=tuple(stop_token_ids),
+                top_p=top_p,
+                top_k=top_k,
+                logprobs=logprobs,
             )
             self._active[rid] = request
         self.pend(Pending(request))
@@ -280,11 +288,12 @@ class Gateway:
                 keep.append(item)
                 continue
             target = item.target
+            cap = self.config.max_streams_per_worker
             worker: int | None = None
             if target is not None and self.board.serving(target):
-                worker = target
+                worker = None if self.board.full(target, cap) else target
             elif target is None or now >= item.deadline_s:  # a planned wait may be over
-                worker = self.board.least_loaded()
+                worker = self.board.least_loaded(cap=cap)
             if worker is None:
                 keep.append(item)
                 continue
@@ -326,6 +335,9 @@ class Gateway:
                 request.stop_token_ids,
                 holder,
                 restore_from,
+                request.top_p,
+                request.top_k,
+                request.logprobs,
             )
             self.board.attach(request, worker)
         if not self.board.is_up(worker):  # it failed while we placed: let recovery see it
@@ -353,7 +365,8 @@ class Gateway:
                         return  # taken off this worker: what it sends now is dropped
                     new = request.history.extend(event.token_ids, event.generated_tokens)
                     if new:
-                        self._sent_locked(request, new)
+                        skip = len(event.token_ids) - len(new)
+                        self._sent_locked(request, new, event.logprobs[skip:])
                     if event.finished or self._complete_locked(request):
                         if not request.done:
                             self.finish_locked(request, self._reason(request))
@@ -364,6 +377,11 @@ class Gateway:
             error = str(exc)
         except Exception as exc:  # a refused call, or a broken client: retried with back-off
             error = repr(exc)
+            if getattr(exc, "code", None) == "INVALID_ARGUMENT":  # every worker would refuse
+                with request.lock:
+                    if request.attempt == attempt and not request.done:
+                        self.finish_locked(request, "error", f"refused by the worker: {exc}")
+                return
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
@@ -372,17 +390,34 @@ class Gateway:
 
     # -- bookkeeping (callers hold request.lock) -------------------------------------------------
 
-    def _sent_locked(self, request: TrackedRequest, new: tuple[int, ...]) -> None:
+    def _sent_locked(
+        self,
+        request: TrackedRequest,
+        new: tuple[int, ...],
+        logprobs: tuple[TokenLogprob, ...] = (),
+    ) -> None:
         now = time.monotonic()
         if request.first_token_s is None:
             request.first_token_s = now
             self.metrics.ttft.observe(now - request.arrived_s)
         request.last_token_s = now
-        request.sink.put(StreamItem(request.index, new))
+        self.metrics.generation_tokens.inc(len(new))
+        request.sink.put(StreamItem(request.index, new, logprobs=logprobs))
 
-    @staticmethod
-    def _reason(request: TrackedRequest) -> str:
-        return "length" if len(request.history) >= request.max_tokens else "stop"
+    def _reason(self, request: TrackedRequest) -> str:
+        limit = self.context_limit()
+        if len(request.history) >= request.max_tokens:
+            return "length"
+        if limit is not None and request.context_tokens >= limit:
+            return "length"  # the worker stopped at the model's context
+        return "stop"
+
+    def context_limit(self) -> int | None:
+        """The longest context (prompt and output tokens) a request may reach: the configured
+        ``max_model_len``, else the smallest the workers report (None: unknown yet)."""
+        if self.config.max_model_len is not None:
+            return self.config.max_model_len
+        return self.board.max_model_len()
 
     def _complete_locked(self, request: TrackedRequest) -> bool:
         """Finish a request whose history is already complete (True if it is done)."""
@@ -419,6 +454,9 @@ class Gateway:
         first, last, n = request.first_token_s, request.last_token_s, len(request.history)
         if reason in ("stop", "length") and first is not None and last is not None and n > 1:
             self.metrics.tpot.observe((last - first) / (n - 1))
+        if reason != "error":
+            self.metrics.e2e.observe(time.monotonic() - request.arrived_s)
+            self.metrics.prompt_tokens.inc(len(request.prompt_token_ids))
         request.sink.put(StreamItem(request.index, finish=reason, error=error))
 
     def wake_dispatcher(self) -> None:
@@ -431,12 +469,8 @@ class Gateway:
         return cluster_snapshot(self.board, self.cost, running, self.config.workers_per_node)
 
     def answers(self, worker: int) -> bool:
-        """Whether ``worker`` answers a status call within the heartbeat deadline."""
-        try:
-            self._workers[worker].status(timeout_s=self.config.health.timeout_s)
-        except Exception:
-            return False
-        return True
+        """Whether ``worker`` answers a status probe (the monitor's adaptive deadline)."""
+        return self.monitor.probe(worker) is not None
 
     # -- heartbeats ------------------------------------------------------------------------------
 

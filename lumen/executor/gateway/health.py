@@ -1,21 +1,30 @@
-"""Failure detection: heartbeat polling of every worker's ``status()``, with forward progress.
+"""Failure detection: heartbeat polling of every worker's ``status()``, with suspicion, a probe,
+adaptive deadlines and forward progress.
 
-One thread per worker calls ``status(timeout_s)`` every ``interval_s``. A worker is *failed*
-when
+One thread per worker calls ``status(deadline)`` every ``interval_s``, on its own channel in
+production (the gRPC adapter keeps heartbeats off the connection that carries token streams),
+so a heartbeat never queues behind model work on the gateway's side. A missed heartbeat (an
+error, or no answer within the deadline) makes the worker *suspect*, not failed. A worker is
+*failed* when
 
-- it does not answer within ``timeout_s`` (it raised :class:`WorkerUnavailableError`, any other
-  error, or answered late): reason ``"timeout"``; or
+- it missed ``suspect_beats`` heartbeats in a row and then a final *probe* (one more status
+  call with ``probe_factor`` times the deadline) gets no answer either: reason ``"timeout"``
+  (a killed process refuses at once, so this takes about ``suspect_beats * interval_s``; a
+  stalled one takes the deadlines as well); or
 - it has work (it reports running or queued requests, or the gateway has requests on it) and
-  its ``steps`` counter has not grown for ``hang_timeout_s``: reason ``"hang"``. A hung worker
+  its ``steps`` counter has not grown for the hang deadline: reason ``"hang"``. A hung worker
   still answers heartbeats, so liveness alone would never catch it.
+
+Deadlines adapt to what is observed, so a worker that is slow because it is busy is not taken
+for dead: the status deadline is the largest of ``timeout_s``, ``rtt_factor`` times the
+smoothed round trip of the worker's recent heartbeats and ``rtt_factor`` times its smoothed
+engine step time, capped at ``max_timeout_s``; the hang deadline is the larger of
+``hang_timeout_s`` and ``step_factor`` times the smoothed step time (a step longer than
+the configured hang timeout cannot be a hang on its own).
 
 A failed worker keeps being polled; it *returns* when it answers again and has either made
 progress since (``steps`` changed: a restarted process counts from zero) or holds no work, so a
 hung process that still answers is not taken back while it is stuck.
-
-``hang_timeout_s`` must exceed the longest legitimate engine iteration (a long prefill chunk),
-``timeout_s`` the status call's worst round trip; detection takes at most ``hang_timeout_s +
-interval_s`` (hang) or ``timeout_s + interval_s`` (timeout).
 """
 
 from __future__ import annotations
@@ -30,18 +39,32 @@ from lumen.executor.worker.api import WorkerAPI, WorkerStatus
 
 log = logging.getLogger(__name__)
 
+#: Weight of the newest sample in the smoothed round trip and step time.
+_EWMA = 0.2
+
 
 @dataclass(frozen=True)
 class HealthSettings:
-    """Heartbeat period, status deadline and hang timeout, in seconds (module docstring)."""
+    """Heartbeat period and deadlines, in seconds, and the suspicion rule (module docstring)."""
 
     interval_s: float = 0.5
     timeout_s: float = 1.0
     hang_timeout_s: float = 5.0
+    suspect_beats: int = 2
+    probe_factor: float = 2.0
+    rtt_factor: float = 4.0
+    step_factor: float = 4.0
+    max_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not (self.interval_s > 0 and self.timeout_s > 0 and self.hang_timeout_s > 0):
             raise ValueError("interval_s, timeout_s and hang_timeout_s must be > 0")
+        if self.suspect_beats < 1 or self.probe_factor < 1.0:
+            raise ValueError("suspect_beats must be >= 1 and probe_factor >= 1")
+        if self.rtt_factor <= 0 or self.step_factor <= 0:
+            raise ValueError("rtt_factor and step_factor must be > 0")
+        if self.max_timeout_s < self.timeout_s:
+            raise ValueError("max_timeout_s must be >= timeout_s")
 
 
 @dataclass
@@ -50,6 +73,11 @@ class _Watch:
     progress_s: float = 0.0
     failed: bool = False
     failed_steps: int = -1
+    missed: int = 0
+    rtt_s: float = 0.0
+    step_s: float = 0.0
+    seen_s: float = 0.0
+    busy: bool = False
 
 
 class HealthMonitor:
@@ -60,6 +88,7 @@ class HealthMonitor:
         on_status: every answered heartbeat.
         on_failure: ``(worker_id, reason)`` once per failure.
         on_return: ``(worker_id, status)`` when a failed worker is back.
+        on_suspect: ``worker_id`` at every missed heartbeat that did not declare a failure.
     """
 
     def __init__(
@@ -71,6 +100,7 @@ class HealthMonitor:
         on_status: Callable[[int, WorkerStatus], None],
         on_failure: Callable[[int, str], None],
         on_return: Callable[[int, WorkerStatus], None],
+        on_suspect: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self._workers = {w.worker_id: w for w in workers}
@@ -78,6 +108,7 @@ class HealthMonitor:
         self._on_status = on_status
         self._on_failure = on_failure
         self._on_return = on_return
+        self._on_suspect = on_suspect
         self._watch = {w: _Watch() for w in self._workers}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -110,6 +141,37 @@ class HealthMonitor:
             watch.failed_steps = watch.steps
             return True
 
+    def deadline(self, worker_id: int) -> float:
+        """The status deadline of ``worker_id`` now (module docstring)."""
+        s = self.settings
+        with self._lock:
+            watch = self._watch[worker_id]
+            observed = s.rtt_factor * max(watch.rtt_s, watch.step_s)
+        return min(s.max_timeout_s, max(s.timeout_s, observed))
+
+    def hang_deadline(self, worker_id: int) -> float:
+        """How long a busy worker may make no progress before it is hung."""
+        with self._lock:
+            return self._hang_locked(self._watch[worker_id])
+
+    def probe(self, worker_id: int) -> WorkerStatus | None:
+        """One status call with the probe deadline (None: no answer)."""
+        timeout = self.deadline(worker_id) * self.settings.probe_factor
+        return self._call(worker_id, timeout)
+
+    def _call(self, worker_id: int, timeout: float) -> WorkerStatus | None:
+        start = time.monotonic()
+        try:
+            status: WorkerStatus | None = self._workers[worker_id].status(timeout_s=timeout)
+        except Exception as exc:  # WorkerUnavailableError, or a broken client
+            log.debug("worker %d: no heartbeat: %s", worker_id, exc)
+            return None
+        rtt = time.monotonic() - start
+        with self._lock:
+            watch = self._watch[worker_id]
+            watch.rtt_s = rtt if watch.rtt_s == 0.0 else (1 - _EWMA) * watch.rtt_s + _EWMA * rtt
+        return status
+
     def _loop(self, worker_id: int) -> None:
         while not self._stop.wait(self.settings.interval_s):
             try:
@@ -119,40 +181,69 @@ class HealthMonitor:
 
     def poll(self, worker_id: int) -> WorkerStatus | None:
         """One heartbeat of ``worker_id`` (also called once per worker at gateway start)."""
-        worker = self._workers[worker_id]
-        timeout = self.settings.timeout_s
-        start = time.monotonic()
-        try:
-            status: WorkerStatus | None = worker.status(timeout_s=timeout)
-        except Exception as exc:  # WorkerUnavailableError, or a broken client
-            log.debug("worker %d: no heartbeat: %s", worker_id, exc)
-            status = None
-        now = time.monotonic()
-        if status is not None and now - start > timeout:
-            status = None
+        status = self._call(worker_id, self.deadline(worker_id))
         if status is None:
-            if self.mark_failed(worker_id):
-                self._on_failure(worker_id, "timeout")
-            return None
+            status = self._missed(worker_id)
+            if status is None:
+                return None
+        with self._lock:
+            self._watch[worker_id].missed = 0
         self._on_status(worker_id, status)
+        self._progress(worker_id, status)
+        return status
+
+    def _missed(self, worker_id: int) -> WorkerStatus | None:
+        """A missed heartbeat: suspicion, then a probe; the probe's answer if it got one."""
+        with self._lock:
+            watch = self._watch[worker_id]
+            if watch.failed:
+                return None
+            watch.missed += 1
+            suspect = watch.missed < self.settings.suspect_beats
+        if suspect:
+            log.info("worker %d missed a heartbeat; suspect", worker_id)
+            if self._on_suspect is not None:
+                self._on_suspect(worker_id)
+            return None
+        status = self.probe(worker_id)
+        if status is not None:
+            log.info("worker %d answered the probe; not failed", worker_id)
+            return status
+        if self.mark_failed(worker_id):
+            self._on_failure(worker_id, "timeout")
+        return None
+
+    def _progress(self, worker_id: int, status: WorkerStatus) -> None:
+        """Forward progress: the step time, a return after a failure, or a hang."""
         busy = status.running + status.queue_length > 0 or self._busy(worker_id)
+        now = time.monotonic()
         back = hung = False
         with self._lock:
             watch = self._watch[worker_id]
-            progressed = status.steps != watch.steps
+            grown = status.steps - watch.steps
+            if watch.busy and busy and grown > 0:  # steps of a busy spell time the engine
+                step = min((now - watch.seen_s) / grown, self.settings.hang_timeout_s)
+                watch.step_s = (
+                    step if watch.step_s == 0 else (1 - _EWMA) * watch.step_s + _EWMA * step
+                )
             watch.steps = status.steps
-            if progressed or not busy:
+            watch.busy = busy
+            if grown != 0 or not busy:
                 watch.progress_s = now
+            watch.seen_s = now
             if watch.failed:
                 back = status.steps != watch.failed_steps or not busy
                 if back:
                     watch.failed = False
+                    watch.missed = 0
                     watch.progress_s = now
-            elif busy and now - watch.progress_s >= self.settings.hang_timeout_s:
+            elif busy and now - watch.progress_s >= self._hang_locked(watch):
                 hung = watch.failed = True
                 watch.failed_steps = status.steps
         if back:
             self._on_return(worker_id, status)
         if hung:
             self._on_failure(worker_id, "hang")
-        return status
+
+    def _hang_locked(self, watch: _Watch) -> float:
+        return max(self.settings.hang_timeout_s, self.settings.step_factor * watch.step_s)

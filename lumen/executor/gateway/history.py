@@ -21,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from lumen.executor.worker.api import TokenLogprob
+
 
 class HistoryGapError(RuntimeError):
     """A worker emitted tokens after a position the history has not reached."""
@@ -57,13 +59,15 @@ class TokenHistory:
 
 @dataclass(frozen=True, slots=True)
 class StreamItem:
-    """What a client's sink receives: new tokens, or the end (``finish``: "stop", "length",
-    or "error" with ``error`` set)."""
+    """What a client's sink receives: new tokens (with their log probabilities when the
+    request asked for them), or the end (``finish``: "stop", "length", or "error" with
+    ``error`` set)."""
 
     index: int
     token_ids: tuple[int, ...] = ()
     finish: str | None = None
     error: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(eq=False)
@@ -86,6 +90,9 @@ class TrackedRequest:
     temperature: float = 0.0
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
+    top_p: float = 1.0
+    top_k: int = 0
+    logprobs: int | None = None
     history: TokenHistory = field(default_factory=TokenHistory)
     worker: int | None = None
     holder: int | None = None

@@ -12,6 +12,7 @@ from lumen.executor.worker.api import STAGES
 from lumen.telemetry import MetricsEndpoint
 
 _TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 #: Values of ``lumen_gateway_worker_state`` ("up": serving; the others: recovery stages).
 WORKER_STATES = ("up", "failed", *(s for s in STAGES if s != "serving"))
@@ -35,6 +36,26 @@ class GatewayMetrics(MetricsEndpoint):
             buckets=_TPOT_BUCKETS,
             registry=r,
         )
+        self.e2e = Histogram(
+            "lumen_gateway_e2e_request_latency_seconds",
+            "Arrival at the gateway to the last token, per request that was not an error",
+            buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "lumen_gateway_prompt_tokens",
+            "Prompt tokens of requests that ended (not in error)",
+            registry=r,
+        )
+        self.generation_tokens = Counter(
+            "lumen_gateway_generation_tokens", "Output tokens sent to clients", registry=r
+        )
+        self.http = Counter(
+            "lumen_gateway_http_responses",
+            "HTTP responses by route and status code",
+            ["route", "code"],
+            registry=r,
+        )
         self.requests = Counter(
             "lumen_gateway_requests", "Requests ended, by outcome", ["outcome"], registry=r
         )
@@ -56,6 +77,11 @@ class GatewayMetrics(MetricsEndpoint):
             "lumen_gateway_worker_failures",
             "Worker failures detected, by reason (timeout, hang, stream)",
             ["reason"],
+            registry=r,
+        )
+        self.suspicions = Counter(
+            "lumen_gateway_missed_heartbeats",
+            "Heartbeats a worker missed without being declared failed (suspicion)",
             registry=r,
         )
         self.recoveries = Counter(

@@ -13,10 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from lumen.executor.engine.interface import TokenLogprob
+
 __all__ = [
     "STAGES",
     "GenerationRequest",
     "TokenEvent",
+    "TokenLogprob",
     "WorkerAPI",
     "WorkerStatus",
     "WorkerUnavailableError",
@@ -38,8 +41,9 @@ class GenerationRequest:
         generated_token_ids: output tokens already emitted (resumed requests); the worker
             continues after them and never emits them again.
         max_tokens: output tokens in all, ``generated_token_ids`` included.
-        temperature, seed: sampling; draws depend only on ``(seed, position)``, so a request
-            resumed elsewhere samples the tokens it would have sampled.
+        temperature, seed, top_p, top_k: sampling; draws depend only on ``(seed, position)``,
+            so a request resumed elsewhere samples the tokens it would have sampled.
+        logprobs: alternatives per output token to return log probabilities for (None: none).
         checkpoint_holder: worker to stream KV checkpoint pages to (None: no checkpoint).
         restore_from: worker holding a checkpoint of this request to restore the longest valid
             prefix from (None: prefill everything).
@@ -54,6 +58,9 @@ class GenerationRequest:
     stop_token_ids: tuple[int, ...] = ()
     checkpoint_holder: int | None = None
     restore_from: int | None = None
+    top_p: float = 1.0
+    top_k: int = 0
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_token_ids:
@@ -64,12 +71,14 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class TokenEvent:
-    """New output tokens of a request (``generated_tokens`` counts all emitted so far)."""
+    """New output tokens of a request (``generated_tokens`` counts all emitted so far;
+    ``logprobs``: one per token when the request asked for them)."""
 
     request_id: int
     token_ids: tuple[int, ...]
     generated_tokens: int
     finished: bool = False
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class WorkerStatus:
         steps: engine iterations completed since start (grows while the worker makes
             progress; a worker with requests whose ``steps`` stops growing is hung).
         checkpoints: request id -> valid checkpointed prefix (tokens) held for other workers.
+        max_model_len: longest context (prompt and output) a request may reach; 0: unknown.
     """
 
     worker_id: int
@@ -93,6 +103,7 @@ class WorkerStatus:
     host_reserved_bytes: int
     steps: int
     checkpoints: dict[int, int] = field(default_factory=dict)
+    max_model_len: int = 0
 
 
 class WorkerAPI(Protocol):

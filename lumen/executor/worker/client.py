@@ -74,6 +74,12 @@ class ExecutorClient:
         self._channel = grpc.insecure_channel(target, options=options)
         self._stub = pb_grpc.ExecutorStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        # Status reports (heartbeats) go over a connection of their own, so that they never
+        # wait behind token streams or page transfers on the shared one.
+        self._control = grpc.insecure_channel(
+            target, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        self._control_stub = pb_grpc.ExecutorStub(self._control)  # type: ignore[no-untyped-call]
 
     @property
     def worker_id(self) -> int:
@@ -81,6 +87,7 @@ class ExecutorClient:
 
     def close(self) -> None:
         self._channel.close()
+        self._control.close()
 
     def __enter__(self) -> ExecutorClient:
         return self
@@ -122,7 +129,7 @@ class ExecutorClient:
     def report_load(self, timeout_s: float | None = None) -> pb.ReportLoadResponse:
         """The raw report (with checkpoint bytes held and the measurement time)."""
         try:
-            reply: pb.ReportLoadResponse = self._stub.ReportLoad(
+            reply: pb.ReportLoadResponse = self._control_stub.ReportLoad(
                 pb.ReportLoadRequest(), timeout=timeout_s or self.timeout_s
             )
         except grpc.RpcError as exc:

@@ -300,8 +300,9 @@ class WorkerCore:
         """The worker's report and the checkpoint bytes it holds."""
         loop = self.loop.stats()
         engine: Any = self.loop.engine
-        capacity = used = 0
+        capacity = used = context = 0
         if engine.role is not None:
+            context = int(engine.engine_config.resolve_max_model_len(engine.model_config))
             size = engine.engine_config.block_size
             capacity = int(getattr(engine, "num_kv_blocks", 0)) * size
             used = capacity - int(getattr(engine, "num_free_blocks", 0)) * size
@@ -315,7 +316,7 @@ class WorkerCore:
         store = self.store.stats()
         self.metrics.queue.set(loop.waiting)
         self.metrics.running.set(loop.running)
-        self.metrics.steps.set(loop.steps)
+        self.metrics.set_steps(loop.steps)
         self.metrics.draft_accepted.set(loop.accepted_tokens)
         self._update_store_gauges()
         status = WorkerStatus(
@@ -330,6 +331,7 @@ class WorkerCore:
             host_reserved_bytes=store.reserved_bytes,
             steps=loop.steps,
             checkpoints={int(rid): n for rid, n in self.store.inventory().items()},
+            max_model_len=context,
         )
         return status, store.held_bytes
 

@@ -350,7 +350,9 @@ class EngineLoop:
             elif tracked.last_token_at is not None:
                 tpot = (now - tracked.last_token_at) / len(result.new_token_ids)
             tracked.last_token_at = now
-        event = TokenEvent(rid, result.new_token_ids, result.num_output_tokens, result.finished)
+        event = TokenEvent(
+            rid, result.new_token_ids, result.num_output_tokens, result.finished, result.logprobs
+        )
         if result.finished:
             del self._tracked[rid]
             self._release(tracked)
@@ -408,6 +410,9 @@ def to_spec(request: GenerationRequest) -> RequestSpec:
             seed=request.seed,
             max_new_tokens=request.max_tokens,
             stop_token_ids=request.stop_token_ids,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            logprobs=request.logprobs,
         ),
         output_token_ids=request.generated_token_ids,
     )

@@ -38,7 +38,8 @@ class WorkerMetrics(MetricsEndpoint):
         )
         self.queue = Gauge("lumen_worker_queue_length", "Requests waiting for a token", registry=r)
         self.running = Gauge("lumen_worker_running", "Requests generating", registry=r)
-        self.steps = Gauge("lumen_worker_steps", "Engine steps since start", registry=r)
+        self.steps = Counter("lumen_worker_steps", "Engine steps since start", registry=r)
+        self._steps_seen = 0
         self.ckpt_held = Gauge(
             "lumen_worker_checkpoint_held_bytes",
             "Checkpoint page bytes held for other workers",
@@ -111,6 +112,12 @@ class WorkerMetrics(MetricsEndpoint):
     def set_stage(self, stage: str) -> None:
         for name in STAGES:
             self.stage.labels(name).set(1.0 if name == stage else 0.0)
+
+    def set_steps(self, total: int) -> None:
+        """Advance the step counter to ``total`` (the engine loop's count; never goes back)."""
+        if total > self._steps_seen:
+            self.steps.inc(total - self._steps_seen)
+            self._steps_seen = total
 
     def observe_tokens(self, ttft_s: float | None, tpot_s: float | None) -> None:
         if ttft_s is not None:

@@ -18,7 +18,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lumen.executor.engine.interface import Proposal, RequestSpec, SamplingParams
+from lumen.executor.engine.interface import (
+    MAX_LOGPROBS,
+    Proposal,
+    RequestSpec,
+    SamplingParams,
+    TokenLogprob,
+)
 from lumen.executor.engine.kv_page import KVPage
 from lumen.executor.worker.api import STAGES, GenerationRequest, TokenEvent, WorkerStatus
 from lumen.executor.worker.assist import Mirror
@@ -89,6 +95,11 @@ def submission_to_proto(sub: Submission) -> pb.SubmitRequestRequest:
     )
     if r.seed is not None:
         msg.seed = r.seed
+    if r.top_p < 1.0:
+        msg.top_p = r.top_p
+    msg.top_k = r.top_k
+    if r.logprobs is not None:
+        msg.logprobs = r.logprobs
     if r.checkpoint_holder is not None:
         msg.checkpoint_holder = r.checkpoint_holder
     if r.restore_from is not None:
@@ -115,6 +126,12 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
         raise InvalidField("temperature", f"must be in [0, {MAX_TEMPERATURE}]")
     if msg.HasField("seed") and msg.seed > MAX_SEED:
         raise InvalidField("seed", f"must be <= {MAX_SEED}")
+    top_p = msg.top_p if msg.HasField("top_p") else 1.0
+    if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
+        raise InvalidField("top_p", "must be in (0, 1]")
+    logprobs = msg.logprobs if msg.HasField("logprobs") else None
+    if logprobs is not None and logprobs > MAX_LOGPROBS:
+        raise InvalidField("logprobs", f"must be <= {MAX_LOGPROBS}")
     for name in ("checkpoint_holder_address", "restore_from_address"):
         if len(getattr(msg, name)) > MAX_ADDRESS:
             raise InvalidField(name, f"longer than {MAX_ADDRESS} characters")
@@ -126,6 +143,9 @@ def submission_from_proto(msg: pb.SubmitRequestRequest) -> Submission:
         temperature=msg.temperature,
         seed=msg.seed if msg.HasField("seed") else None,
         stop_token_ids=tuple(msg.stop_token_ids),
+        top_p=top_p,
+        top_k=msg.top_k,
+        logprobs=logprobs,
         checkpoint_holder=msg.checkpoint_holder if msg.HasField("checkpoint_holder") else None,
         restore_from=msg.restore_from if msg.HasField("restore_from") else None,
     )
@@ -138,6 +158,14 @@ def token_event_to_proto(event: TokenEvent) -> pb.TokenChunk:
         token_ids=list(event.token_ids),
         generated_tokens=event.generated_tokens,
         finished=event.finished,
+        logprobs=[
+            pb.TokenLogprob(
+                logprob=lp.logprob,
+                top_token_ids=[t for t, _ in lp.top],
+                top_logprobs=[v for _, v in lp.top],
+            )
+            for lp in event.logprobs
+        ],
     )
 
 
@@ -147,6 +175,10 @@ def token_event_from_proto(msg: pb.TokenChunk) -> TokenEvent:
         token_ids=tuple(msg.token_ids),
         generated_tokens=msg.generated_tokens,
         finished=msg.finished,
+        logprobs=tuple(
+            TokenLogprob(lp.logprob, tuple(zip(lp.top_token_ids, lp.top_logprobs, strict=False)))
+            for lp in msg.logprobs
+        ),
     )
 
 
@@ -212,6 +244,7 @@ def status_to_proto(status: WorkerStatus, held_bytes: int = 0) -> pb.ReportLoadR
         steps=status.steps,
         checkpointed_tokens_by_request=dict(status.checkpoints),
         host_held_bytes=held_bytes,
+        max_model_len=status.max_model_len,
     )
     msg.measured_at.GetCurrentTime()
     return msg
@@ -231,6 +264,7 @@ def status_from_proto(msg: pb.ReportLoadResponse) -> WorkerStatus:
         host_reserved_bytes=load.host_reserved_bytes,
         steps=msg.steps,
         checkpoints=dict(msg.checkpointed_tokens_by_request),
+        max_model_len=msg.max_model_len,
     )
 
 

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lumen.proto.gen.v1 import planner_pb2 as lumen_dot_v1_dot_planner__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lumen/v1/executor.proto\x12\x08lumen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16lumen/v1/planner.proto\"\xe7\x01\n\x06KVPage\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x12\n\npage_index\x18\x02 \x01(\r\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12\x14\n\x0c\x65nd_position\x18\x04 \x01(\r\x12\x0b\n\x03tag\x18\x05 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\r\n\x05shape\x18\x08 \x03(\r\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\ttoken_ids\x18\n \x03(\r\x12\x15\n\rreserve_bytes\x18\x0b \x01(\x04\x12\x0f\n\x07release\x18\x0c \x01(\x08\"\xe1\x02\n\x14SubmitRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12\x1b\n\x13generated_token_ids\x18\x03 \x03(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x1e\n\x11\x63heckpoint_holder\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\r\x12\x19\n\x0crestore_from\x18\t \x01(\rH\x02\x88\x01\x01\x12!\n\x19\x63heckpoint_holder_address\x18\n \x01(\t\x12\x1c\n\x14restore_from_address\x18\x0b \x01(\tB\x14\n\x12_checkpoint_holderB\x07\n\x05_seedB\x0f\n\r_restore_from\"_\n\nTokenChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\"\xc0\x01\n\x11SendPagesResponse\x12\x16\n\x0epages_received\x18\x01 \x01(\r\x12V\n\x17valid_tokens_by_request\x18\x02 \x03(\x0b\x32\x35.lumen.v1.SendPagesResponse.ValidTokensByRequestEntry\x1a;\n\x19ValidTokensByRequestEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"k\n\x11\x46\x65tchPagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x16\n\x0estart_position\x18\x02 \x01(\r\x12\x19\n\x0c\x65nd_position\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_end_position\"\x13\n\x11ReportLoadRequest\"\x91\x03\n\x12ReportLoadResponse\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\"\n\x04load\x18\x02 \x01(\x0b\x32\x14.lumen.v1.WorkerLoad\x12/\n\x0bmeasured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05stage\x18\x04 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\x12\x18\n\x10running_requests\x18\x05 \x01(\r\x12\r\n\x05steps\x18\x06 \x01(\x04\x12\x65\n\x1e\x63heckpointed_tokens_by_request\x18\x07 \x03(\x0b\x32=.lumen.v1.ReportLoadResponse.CheckpointedTokensByRequestEntry\x12\x17\n\x0fhost_held_bytes\x18\x08 \x01(\x04\x1a\x42\n CheckpointedTokensByRequestEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x85\x01\n\x0fSetStageRequest\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\x12\x1c\n\x0fsurvivor_worker\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10survivor_address\x18\x03 \x01(\tB\x12\n\x10_survivor_worker\":\n\x10SetStageResponse\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\"1\n\x15MirrorRequestsRequest\x12\x18\n\x10\x61ssistant_worker\x18\x01 \x01(\r\"\xa3\x01\n\x0fMirroredRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x1c\n\x14output_offset_tokens\x18\x02 \x01(\r\x12\x18\n\x10output_token_ids\x18\x03 \x03(\r\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\"L\n\x0eMirrorSnapshot\x12\r\n\x05steps\x18\x01 \x01(\x04\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.lumen.v1.MirroredRequest\"e\n\rDraftProposal\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x16\n\x0ehistory_tokens\x18\x02 \x01(\r\x12\x15\n\rlast_token_id\x18\x03 \x01(\r\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\"^\n\x16SubmitProposalsRequest\x12\x18\n\x10\x61ssistant_worker\x18\x01 \x01(\r\x12*\n\tproposals\x18\x02 \x03(\x0b\x32\x17.lumen.v1.DraftProposal\"3\n\x17SubmitProposalsResponse\x12\x18\n\x10proposals_queued\x18\x01 \x01(\r*\xa9\x01\n\rRecoveryStage\x12\x1e\n\x1aRECOVERY_STAGE_UNSPECIFIED\x10\x00\x12 \n\x1cRECOVERY_STAGE_DRAFT_LOADING\x10\x01\x12\x1c\n\x18RECOVERY_STAGE_ASSISTING\x10\x02\x12\x1c\n\x18RECOVERY_STAGE_SWITCHING\x10\x03\x12\x1a\n\x16RECOVERY_STAGE_SERVING\x10\x04\x32\x83\x04\n\x08\x45xecutor\x12G\n\rSubmitRequest\x12\x1e.lumen.v1.SubmitRequestRequest\x1a\x14.lumen.v1.TokenChunk0\x01\x12<\n\tSendPages\x12\x10.lumen.v1.KVPage\x1a\x1b.lumen.v1.SendPagesResponse(\x01\x12=\n\nFetchPages\x12\x1b.lumen.v1.FetchPagesRequest\x1a\x10.lumen.v1.KVPage0\x01\x12G\n\nReportLoad\x12\x1b.lumen.v1.ReportLoadRequest\x1a\x1c.lumen.v1.ReportLoadResponse\x12\x41\n\x08SetStage\x12\x19.lumen.v1.SetStageRequest\x1a\x1a.lumen.v1.SetStageResponse\x12M\n\x0eMirrorRequests\x12\x1f.lumen.v1.MirrorRequestsRequest\x1a\x18.lumen.v1.MirrorSnapshot0\x01\x12V\n\x0fSubmitProposals\x12 .lumen.v1.SubmitProposalsRequest\x1a!.lumen.v1.SubmitProposalsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17lumen/v1/executor.proto\x12\x08lumen.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16lumen/v1/planner.proto\"\xe7\x01\n\x06KVPage\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x12\n\npage_index\x18\x02 \x01(\r\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12\x14\n\x0c\x65nd_position\x18\x04 \x01(\r\x12\x0b\n\x03tag\x18\x05 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\x12\r\n\x05\x64type\x18\x07 \x01(\t\x12\r\n\x05shape\x18\x08 \x03(\r\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x11\n\ttoken_ids\x18\n \x03(\r\x12\x15\n\rreserve_bytes\x18\x0b \x01(\x04\x12\x0f\n\x07release\x18\x0c \x01(\x08\"\xb2\x03\n\x14SubmitRequestRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12\x1b\n\x13generated_token_ids\x18\x03 \x03(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12\x1e\n\x11\x63heckpoint_holder\x18\x05 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x0btemperature\x18\x06 \x01(\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x01\x88\x01\x01\x12\x16\n\x0estop_token_ids\x18\x08 \x03(\r\x12\x19\n\x0crestore_from\x18\t \x01(\rH\x02\x88\x01\x01\x12!\n\x19\x63heckpoint_holder_address\x18\n \x01(\t\x12\x1c\n\x14restore_from_address\x18\x0b \x01(\t\x12\x12\n\x05top_p\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\r\n\x05top_k\x18\r \x01(\r\x12\x15\n\x08logprobs\x18\x0e \x01(\rH\x04\x88\x01\x01\x42\x14\n\x12_checkpoint_holderB\x07\n\x05_seedB\x0f\n\r_restore_fromB\x08\n\x06_top_pB\x0b\n\t_logprobs\"L\n\x0cTokenLogprob\x12\x0f\n\x07logprob\x18\x01 \x01(\x01\x12\x15\n\rtop_token_ids\x18\x02 \x03(\r\x12\x14\n\x0ctop_logprobs\x18\x03 \x03(\x01\"\x89\x01\n\nTokenChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x18\n\x10generated_tokens\x18\x03 \x01(\r\x12\x10\n\x08\x66inished\x18\x04 \x01(\x08\x12(\n\x08logprobs\x18\x05 \x03(\x0b\x32\x16.lumen.v1.TokenLogprob\"\xc0\x01\n\x11SendPagesResponse\x12\x16\n\x0epages_received\x18\x01 \x01(\r\x12V\n\x17valid_tokens_by_request\x18\x02 \x03(\x0b\x32\x35.lumen.v1.SendPagesResponse.ValidTokensByRequestEntry\x1a;\n\x19ValidTokensByRequestEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"k\n\x11\x46\x65tchPagesRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x16\n\x0estart_position\x18\x02 \x01(\r\x12\x19\n\x0c\x65nd_position\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_end_position\"\x13\n\x11ReportLoadRequest\"\xa8\x03\n\x12ReportLoadResponse\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\"\n\x04load\x18\x02 \x01(\x0b\x32\x14.lumen.v1.WorkerLoad\x12/\n\x0bmeasured_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05stage\x18\x04 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\x12\x18\n\x10running_requests\x18\x05 \x01(\r\x12\r\n\x05steps\x18\x06 \x01(\x04\x12\x65\n\x1e\x63heckpointed_tokens_by_request\x18\x07 \x03(\x0b\x32=.lumen.v1.ReportLoadResponse.CheckpointedTokensByRequestEntry\x12\x17\n\x0fhost_held_bytes\x18\x08 \x01(\x04\x12\x15\n\rmax_model_len\x18\t \x01(\r\x1a\x42\n CheckpointedTokensByRequestEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\x85\x01\n\x0fSetStageRequest\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\x12\x1c\n\x0fsurvivor_worker\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10survivor_address\x18\x03 \x01(\tB\x12\n\x10_survivor_worker\":\n\x10SetStageResponse\x12&\n\x05stage\x18\x01 \x01(\x0e\x32\x17.lumen.v1.RecoveryStage\"1\n\x15MirrorRequestsRequest\x12\x18\n\x10\x61ssistant_worker\x18\x01 \x01(\r\"\xa3\x01\n\x0fMirroredRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x1c\n\x14output_offset_tokens\x18\x02 \x01(\r\x12\x18\n\x10output_token_ids\x18\x03 \x03(\r\x12\x18\n\x10prompt_token_ids\x18\x04 \x03(\r\x12\x12\n\nmax_tokens\x18\x05 \x01(\r\x12\x16\n\x0estop_token_ids\x18\x06 \x03(\r\"L\n\x0eMirrorSnapshot\x12\r\n\x05steps\x18\x01 \x01(\x04\x12+\n\x08requests\x18\x02 \x03(\x0b\x32\x19.lumen.v1.MirroredRequest\"e\n\rDraftProposal\x12\x12\n\nrequest_id\x18\x01 \x01(\r\x12\x16\n\x0ehistory_tokens\x18\x02 \x01(\r\x12\x15\n\rlast_token_id\x18\x03 \x01(\r\x12\x11\n\ttoken_ids\x18\x04 \x03(\r\"^\n\x16SubmitProposalsRequest\x12\x18\n\x10\x61ssistant_worker\x18\x01 \x01(\r\x12*\n\tproposals\x18\x02 \x03(\x0b\x32\x17.lumen.v1.DraftProposal\"3\n\x17SubmitProposalsResponse\x12\x18\n\x10proposals_queued\x18\x01 \x01(\r*\xa9\x01\n\rRecoveryStage\x12\x1e\n\x1aRECOVERY_STAGE_UNSPECIFIED\x10\x00\x12 \n\x1cRECOVERY_STAGE_DRAFT_LOADING\x10\x01\x12\x1c\n\x18RECOVERY_STAGE_ASSISTING\x10\x02\x12\x1c\n\x18RECOVERY_STAGE_SWITCHING\x10\x03\x12\x1a\n\x16RECOVERY_STAGE_SERVING\x10\x04\x32\x83\x04\n\x08\x45xecutor\x12G\n\rSubmitRequest\x12\x1e.lumen.v1.SubmitRequestRequest\x1a\x14.lumen.v1.TokenChunk0\x01\x12<\n\tSendPages\x12\x10.lumen.v1.KVPage\x1a\x1b.lumen.v1.SendPagesResponse(\x01\x12=\n\nFetchPages\x12\x1b.lumen.v1.FetchPagesRequest\x1a\x10.lumen.v1.KVPage0\x01\x12G\n\nReportLoad\x12\x1b.lumen.v1.ReportLoadRequest\x1a\x1c.lumen.v1.ReportLoadResponse\x12\x41\n\x08SetStage\x12\x19.lumen.v1.SetStageRequest\x1a\x1a.lumen.v1.SetStageResponse\x12M\n\x0eMirrorRequests\x12\x1f.lumen.v1.MirrorRequestsRequest\x1a\x18.lumen.v1.MirrorSnapshot0\x01\x12V\n\x0fSubmitProposals\x12 .lumen.v1.SubmitProposalsRequest\x1a!.lumen.v1.SubmitProposalsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,42 +37,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDPAGESRESPONSE_VALIDTOKENSBYREQUESTENTRY']._serialized_options = b'8\001'
   _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._loaded_options = None
   _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._serialized_options = b'8\001'
-  _globals['_RECOVERYSTAGE']._serialized_start=2254
-  _globals['_RECOVERYSTAGE']._serialized_end=2423
+  _globals['_RECOVERYSTAGE']._serialized_start=2479
+  _globals['_RECOVERYSTAGE']._serialized_end=2648
   _globals['_KVPAGE']._serialized_start=95
   _globals['_KVPAGE']._serialized_end=326
   _globals['_SUBMITREQUESTREQUEST']._serialized_start=329
-  _globals['_SUBMITREQUESTREQUEST']._serialized_end=682
-  _globals['_TOKENCHUNK']._serialized_start=684
-  _globals['_TOKENCHUNK']._serialized_end=779
-  _globals['_SENDPAGESRESPONSE']._serialized_start=782
-  _globals['_SENDPAGESRESPONSE']._serialized_end=974
-  _globals['_SENDPAGESRESPONSE_VALIDTOKENSBYREQUESTENTRY']._serialized_start=915
-  _globals['_SENDPAGESRESPONSE_VALIDTOKENSBYREQUESTENTRY']._serialized_end=974
-  _globals['_FETCHPAGESREQUEST']._serialized_start=976
-  _globals['_FETCHPAGESREQUEST']._serialized_end=1083
-  _globals['_REPORTLOADREQUEST']._serialized_start=1085
-  _globals['_REPORTLOADREQUEST']._serialized_end=1104
-  _globals['_REPORTLOADRESPONSE']._serialized_start=1107
-  _globals['_REPORTLOADRESPONSE']._serialized_end=1508
-  _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._serialized_start=1442
-  _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._serialized_end=1508
-  _globals['_SETSTAGEREQUEST']._serialized_start=1511
-  _globals['_SETSTAGEREQUEST']._serialized_end=1644
-  _globals['_SETSTAGERESPONSE']._serialized_start=1646
-  _globals['_SETSTAGERESPONSE']._serialized_end=1704
-  _globals['_MIRRORREQUESTSREQUEST']._serialized_start=1706
-  _globals['_MIRRORREQUESTSREQUEST']._serialized_end=1755
-  _globals['_MIRROREDREQUEST']._serialized_start=1758
-  _globals['_MIRROREDREQUEST']._serialized_end=1921
-  _globals['_MIRRORSNAPSHOT']._serialized_start=1923
-  _globals['_MIRRORSNAPSHOT']._serialized_end=1999
-  _globals['_DRAFTPROPOSAL']._serialized_start=2001
-  _globals['_DRAFTPROPOSAL']._serialized_end=2102
-  _globals['_SUBMITPROPOSALSREQUEST']._serialized_start=2104
-  _globals['_SUBMITPROPOSALSREQUEST']._serialized_end=2198
-  _globals['_SUBMITPROPOSALSRESPONSE']._serialized_start=2200
-  _globals['_SUBMITPROPOSALSRESPONSE']._serialized_end=2251
-  _globals['_EXECUTOR']._serialized_start=2426
-  _globals['_EXECUTOR']._serialized_end=2941
+  _globals['_SUBMITREQUESTREQUEST']._serialized_end=763
+  _globals['_TOKENLOGPROB']._serialized_start=765
+  _globals['_TOKENLOGPROB']._serialized_end=841
+  _globals['_TOKENCHUNK']._serialized_start=844
+  _globals['_TOKENCHUNK']._serialized_end=981
+  _globals['_SENDPAGESRESPONSE']._serialized_start=984
+  _globals['_SENDPAGESRESPONSE']._serialized_end=1176
+  _globals['_SENDPAGESRESPONSE_VALIDTOKENSBYREQUESTENTRY']._serialized_start=1117
+  _globals['_SENDPAGESRESPONSE_VALIDTOKENSBYREQUESTENTRY']._serialized_end=1176
+  _globals['_FETCHPAGESREQUEST']._serialized_start=1178
+  _globals['_FETCHPAGESREQUEST']._serialized_end=1285
+  _globals['_REPORTLOADREQUEST']._serialized_start=1287
+  _globals['_REPORTLOADREQUEST']._serialized_end=1306
+  _globals['_REPORTLOADRESPONSE']._serialized_start=1309
+  _globals['_REPORTLOADRESPONSE']._serialized_end=1733
+  _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._serialized_start=1667
+  _globals['_REPORTLOADRESPONSE_CHECKPOINTEDTOKENSBYREQUESTENTRY']._serialized_end=1733
+  _globals['_SETSTAGEREQUEST']._serialized_start=1736
+  _globals['_SETSTAGEREQUEST']._serialized_end=1869
+  _globals['_SETSTAGERESPONSE']._serialized_start=1871
+  _globals['_SETSTAGERESPONSE']._serialized_end=1929
+  _globals['_MIRRORREQUESTSREQUEST']._serialized_start=1931
+  _globals['_MIRRORREQUESTSREQUEST']._serialized_end=1980
+  _globals['_MIRROREDREQUEST']._serialized_start=1983
+  _globals['_MIRROREDREQUEST']._serialized_end=2146
+  _globals['_MIRRORSNAPSHOT']._serialized_start=2148
+  _globals['_MIRRORSNAPSHOT']._serialized_end=2224
+  _globals['_DRAFTPROPOSAL']._serialized_start=2226
+  _globals['_DRAFTPROPOSAL']._serialized_end=2327
+  _globals['_SUBMITPROPOSALSREQUEST']._serialized_start=2329
+  _globals['_SUBMITPROPOSALSREQUEST']._serialized_end=2423
+  _globals['_SUBMITPROPOSALSRESPONSE']._serialized_start=2425
+  _globals['_SUBMITPROPOSALSRESPONSE']._serialized_end=2476
+  _globals['_EXECUTOR']._serialized_start=2651
+  _globals['_EXECUTOR']._serialized_end=3166
 # @@protoc_insertion_point(module_scope)

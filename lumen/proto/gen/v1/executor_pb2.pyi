@@ -53,7 +53,7 @@ class KVPage(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., page_index: _Optional[int] = ..., start_position: _Optional[int] = ..., end_position: _Optional[int] = ..., tag: _Optional[bytes] = ..., checksum: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., payload: _Optional[bytes] = ..., token_ids: _Optional[_Iterable[int]] = ..., reserve_bytes: _Optional[int] = ..., release: _Optional[bool] = ...) -> None: ...
 
 class SubmitRequestRequest(_message.Message):
-    __slots__ = ("request_id", "prompt_token_ids", "generated_token_ids", "max_tokens", "checkpoint_holder", "temperature", "seed", "stop_token_ids", "restore_from", "checkpoint_holder_address", "restore_from_address")
+    __slots__ = ("request_id", "prompt_token_ids", "generated_token_ids", "max_tokens", "checkpoint_holder", "temperature", "seed", "stop_token_ids", "restore_from", "checkpoint_holder_address", "restore_from_address", "top_p", "top_k", "logprobs")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,9 @@ class SubmitRequestRequest(_message.Message):
     RESTORE_FROM_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_HOLDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     generated_token_ids: _containers.RepeatedScalarFieldContainer[int]
@@ -76,19 +79,34 @@ class SubmitRequestRequest(_message.Message):
     restore_from: int
     checkpoint_holder_address: str
     restore_from_address: str
-    def __init__(self, request_id: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., checkpoint_holder: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., restore_from: _Optional[int] = ..., checkpoint_holder_address: _Optional[str] = ..., restore_from_address: _Optional[str] = ...) -> None: ...
+    top_p: float
+    top_k: int
+    logprobs: int
+    def __init__(self, request_id: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., generated_token_ids: _Optional[_Iterable[int]] = ..., max_tokens: _Optional[int] = ..., checkpoint_holder: _Optional[int] = ..., temperature: _Optional[float] = ..., seed: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., restore_from: _Optional[int] = ..., checkpoint_holder_address: _Optional[str] = ..., restore_from_address: _Optional[str] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., logprobs: _Optional[int] = ...) -> None: ...
+
+class TokenLogprob(_message.Message):
+    __slots__ = ("logprob", "top_token_ids", "top_logprobs")
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    TOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    logprob: float
+    top_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    top_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, logprob: _Optional[float] = ..., top_token_ids: _Optional[_Iterable[int]] = ..., top_logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TokenChunk(_message.Message):
-    __slots__ = ("request_id", "token_ids", "generated_tokens", "finished")
+    __slots__ = ("request_id", "token_ids", "generated_tokens", "finished", "logprobs")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     generated_tokens: int
     finished: bool
-    def __init__(self, request_id: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., generated_tokens: _Optional[int] = ..., finished: _Optional[bool] = ...) -> None: ...
+    logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
+    def __init__(self, request_id: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., generated_tokens: _Optional[int] = ..., finished: _Optional[bool] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
 class SendPagesResponse(_message.Message):
     __slots__ = ("pages_received", "valid_tokens_by_request")
@@ -120,7 +138,7 @@ class ReportLoadRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportLoadResponse(_message.Message):
-    __slots__ = ("worker_id", "load", "measured_at", "stage", "running_requests", "steps", "checkpointed_tokens_by_request", "host_held_bytes")
+    __slots__ = ("worker_id", "load", "measured_at", "stage", "running_requests", "steps", "checkpointed_tokens_by_request", "host_held_bytes", "max_model_len")
     class CheckpointedTokensByRequestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +154,7 @@ class ReportLoadResponse(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTED_TOKENS_BY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     HOST_HELD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     load: _planner_pb2.WorkerLoad
     measured_at: _timestamp_pb2.Timestamp
@@ -144,7 +163,8 @@ class ReportLoadResponse(_message.Message):
     steps: int
     checkpointed_tokens_by_request: _containers.ScalarMap[int, int]
     host_held_bytes: int
-    def __init__(self, worker_id: _Optional[int] = ..., load: _Optional[_Union[_planner_pb2.WorkerLoad, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[RecoveryStage, str]] = ..., running_requests: _Optional[int] = ..., steps: _Optional[int] = ..., checkpointed_tokens_by_request: _Optional[_Mapping[int, int]] = ..., host_held_bytes: _Optional[int] = ...) -> None: ...
+    max_model_len: int
+    def __init__(self, worker_id: _Optional[int] = ..., load: _Optional[_Union[_planner_pb2.WorkerLoad, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[RecoveryStage, str]] = ..., running_requests: _Optional[int] = ..., steps: _Optional[int] = ..., checkpointed_tokens_by_request: _Optional[_Mapping[int, int]] = ..., host_held_bytes: _Optional[int] = ..., max_model_len: _Optional[int] = ...) -> None: ...
 
 class SetStageRequest(_message.Message):
     __slots__ = ("stage", "survivor_worker", "survivor_address")
