@@ -195,6 +195,33 @@ def test_calibration_measures_positive_growing_times(measured: Calibration) -> N
     assert calibrate(SMALL) is measured  # cached per process
 
 
+def test_calibration_measures_with_the_workers_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    import lumen.executor.bridge.calibrate as cal_module
+    from lumen.executor.worker.__main__ import CPU_THREADS, build_parser
+
+    seen: list[int] = []
+
+    def measure(grids: CalibrationGrids) -> Calibration:
+        seen.append(torch.get_num_threads())
+        return fake_calibration()
+
+    monkeypatch.setattr(cal_module, "_measure", measure)
+    before = torch.get_num_threads()
+    cal_module._calibrate_cached.__wrapped__(SMALL)
+    # Measured with a worker's threads, and the caller's setting is restored afterwards.
+    assert seen == [CPU_THREADS] and torch.get_num_threads() == before
+    args = build_parser().parse_args(["--worker-id", "0", "--weights", "random:0"])
+    assert args.cpu_threads == CPU_THREADS == 1
+
+
+def test_worker_refuses_negative_cpu_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    from lumen.executor.worker.__main__ import main
+
+    assert main(["--worker-id", "0", "--weights", "random:0", "--cpu-threads", "-1"]) == 2
+    assert "--cpu-threads" in capsys.readouterr().err
+
+
 def test_simulator_runs_on_the_measured_model(measured: Calibration) -> None:
     model = cost_model(measured, LiveSetup(ssd_gbyte_s=1e-3))
     assert isinstance(model, CalibratedCostModel)

@@ -162,8 +162,20 @@ def calibrate(grids: CalibrationGrids | None = None) -> Calibration:
 
 @functools.lru_cache(maxsize=4)
 def _calibrate_cached(grids: CalibrationGrids) -> Calibration:
-    import torch  # noqa: F401  (fail here, clearly, without the executor extra)
+    import torch  # fail here, clearly, without the executor extra
 
+    from lumen.executor.worker.__main__ import CPU_THREADS
+
+    # Measure with the workers' intra-op threads (their --cpu-threads default).
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        return _measure(grids)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(grids: CalibrationGrids) -> Calibration:
     from lumen.executor.engine.interface import RandomWeights
     from lumen.executor.worker.__main__ import DEFAULT_RANDOM_MODEL
     from lumen.executor.worker.stages import load_to_host

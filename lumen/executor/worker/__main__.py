@@ -37,6 +37,10 @@ DEFAULT_RANDOM_MODEL = ModelConfig(
     max_position_embeddings=2048,
 )
 
+#: torch's intra-op threads in a worker (``--cpu-threads``): one, since a machine's workers
+#: share its cores (the calibration measures with the same).
+CPU_THREADS = 1
+
 
 def parse_weights(text: str, model: ModelConfig) -> WeightSource:
     """``random:SEED`` (random weights of ``model``) or a checkpoint directory."""
@@ -93,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serving: load the target and serve; draft-loading: recover in stages",
     )
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=CPU_THREADS,
+        help="torch's intra-op threads for the built-in engine (0: torch's default, one per"
+        " core). 1 by default: workers sharing a machine's cores otherwise oversubscribe them,"
+        " and spinning threads make every step many times slower",
+    )
     p.add_argument("--block-size", type=int, default=16, help="KV block (page) size in tokens")
     p.add_argument("--num-kv-blocks", type=int, help="KV blocks (default: derived)")
     p.add_argument("--min-step-s", type=float, default=0.0, help="emulated minimum step time")
@@ -148,6 +160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
         engine_kwargs = vllm_engine_kwargs(args)
+    if args.cpu_threads < 0:
+        print("error: --cpu-threads must be >= 0", file=sys.stderr)
+        return 2
+    if args.engine != "vllm" and args.cpu_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.cpu_threads)
     model = ModelConfig.from_json(args.model_config) if args.model_config else DEFAULT_RANDOM_MODEL
     try:
         weights = parse_weights(weights_text, model)
