@@ -62,10 +62,10 @@ PATH_S = 0.04
 
 
 def _stub_probe(
-    cluster: LocalCluster, prompts: Sequence[Sequence[int]], **kwargs: object
+    cluster: LocalCluster, requests: Sequence[LoadRequest], **kwargs: object
 ) -> PathProbe:
     model = cost_model(fake_calibration(), LiveSetup())
-    n = len(prompts[0])
+    n = len(requests[0].prompt_token_ids)
     return PathProbe((n,), (model.prefill_time(n) + PATH_S,))
 
 

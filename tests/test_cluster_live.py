@@ -45,8 +45,7 @@ PROBED: dict[str, object] = {}
 
 
 def _probe(cluster: LocalCluster) -> None:
-    prompts = [r.prompt_token_ids for r in _requests()]
-    PROBED["probe"] = probe_cluster(cluster, prompts, idle_probes=4, start_kinds=(False,))
+    PROBED["probe"] = probe_cluster(cluster, _requests(), idle_probes=4, start_kinds=(False,))
     PROBED["workers_after"] = sorted(cluster.worker_addresses)
 
 

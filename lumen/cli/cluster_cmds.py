@@ -214,7 +214,7 @@ def compare_live(
 
     def probe(cluster: LocalCluster) -> None:
         say("probing the request path (idle, and beside a starting worker) ...")
-        probes.append(probe_cluster(cluster, [r.prompt_token_ids for r in load], start_kinds=kinds))
+        probes.append(probe_cluster(cluster, load, start_kinds=kinds))
 
     if verify:
         say("failure-free reference run ...")

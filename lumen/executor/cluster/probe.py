@@ -6,7 +6,8 @@ back of the first token. On a machine whose processes share a few cores, the pat
 down while a worker process starts (interpreter, imports, weight build and load take a core).
 :func:`probe_cluster` measures both on a running, otherwise idle :class:`LocalCluster`:
 
-- **idle**: requests sent one at a time (closed loop), each with one output token;
+- **idle**: the workload's requests (prompts and output lengths) sent one at a time, closed
+  loop, so that none waits behind another;
 - **beside a starting worker**: the same, while a spare worker process (the command line of a
   restart, unknown to the gateway) starts, timed from its spawn until it reports ``serving``.
 
@@ -65,20 +66,21 @@ class PathProbe:
 
 def probe_cluster(
     cluster: LocalCluster,
-    prompts: Sequence[Sequence[int]],
+    requests: Sequence[LoadRequest],
     *,
     idle_probes: int = 16,
     start_kinds: Sequence[bool] = (False,),
     tail_s: float = 0.5,
     timeout_s: float = 120.0,
 ) -> PathProbe:
-    """Measure the request path of ``cluster`` (module docstring). ``prompts`` are cycled
-    (use the workload's, so the probes' lengths resemble it); ``start_kinds`` lists the
-    restarts to measure (True: progressive). Raises RuntimeError when a probe fails."""
-    if not prompts or idle_probes < 1:
-        raise ValueError("probing needs at least one prompt and one idle probe")
+    """Measure the request path of ``cluster`` (module docstring). ``requests`` are cycled
+    (their prompts and output lengths; their arrival times are ignored); ``start_kinds``
+    lists the restarts to measure (True: progressive). Raises RuntimeError when a probe
+    fails."""
+    if not requests or idle_probes < 1:
+        raise ValueError("probing needs at least one request and one idle probe")
     t0 = time.monotonic()
-    sent = _Sender(cluster.gateway_url, prompts)
+    sent = _Sender(cluster.gateway_url, requests)
     lengths, ttfts = [], []
     for _ in range(idle_probes):
         n, ttft = sent.next()
@@ -91,20 +93,20 @@ def probe_cluster(
 
 
 class _Sender:
-    """Closed-loop probe requests cycling through the prompts."""
+    """Closed-loop probe requests cycling through the workload's requests."""
 
-    def __init__(self, url: str, prompts: Sequence[Sequence[int]]) -> None:
+    def __init__(self, url: str, requests: Sequence[LoadRequest]) -> None:
         self.url = url
-        self.prompts = [tuple(p) for p in prompts]
+        self.requests = list(requests)
         self.k = 0
 
     def next(self) -> tuple[int, float]:
-        prompt = self.prompts[self.k % len(self.prompts)]
+        req = self.requests[self.k % len(self.requests)]
         self.k += 1
-        ttft, error = send_one(self.url, LoadRequest(0.0, prompt, 1))
+        ttft, error = send_one(self.url, req)
         if error is not None or not math.isfinite(ttft):
             raise RuntimeError(f"a probe request failed: {error or 'no token'}")
-        return len(prompt), ttft
+        return len(req.prompt_token_ids), ttft
 
 
 def _probe_start(
