@@ -108,7 +108,14 @@ def _rows(output: str) -> dict[tuple[str, str], list[str]]:
 def test_run_prints_a_simulated_row_beside_each_live_row(fake_cluster: list[str]) -> None:
     result = runner.invoke(app, ARGS)
     assert result.exit_code == 0, result.output
-    assert fake_cluster == ["probe", "reference", "stop-and-restart", "lumen"]
+    assert fake_cluster == [
+        "probe",
+        "reference",
+        "probe",
+        "stop-and-restart",
+        "probe",
+        "lumen",
+    ]
     assert "calibrated (" in result.output
     assert "request path 40.0 ms idle" in result.output
     rows = _rows(result.output)
@@ -135,8 +142,8 @@ def test_run_prints_a_simulated_row_beside_each_live_row(fake_cluster: list[str]
 def test_run_without_verify_probes_a_cluster_of_its_own(fake_cluster: list[str]) -> None:
     result = runner.invoke(app, [*ARGS, "--no-verify"])
     assert result.exit_code == 0, result.output
-    # The probe runs on a failure-free cluster with no workload; no reference rows.
-    assert fake_cluster == ["probe", "reference", "stop-and-restart", "lumen"]
+    # The failure-free probe runs on a cluster with no workload; no reference rows.
+    assert fake_cluster == ["probe", "reference", "probe", "stop-and-restart", "probe", "lumen"]
     assert ("failure-free", "live") not in _rows(result.output)
 
 
@@ -169,7 +176,11 @@ def test_demo_live_part(fake_cluster: list[str], tmp_path: Path) -> None:
     console = Console(record=True, width=200)
     assert cluster_cmds.demo_live("paper-4w-qwen3-32b", console, tmp_path)
     text = console.export_text()
-    assert fake_cluster == ["probe", "reference", *cluster_cmds.DEMO_LIVE_POLICIES]
+    assert fake_cluster == [
+        "probe",
+        "reference",
+        *(x for p in cluster_cmds.DEMO_LIVE_POLICIES for x in ("probe", p)),
+    ]
     rows = _rows(text)
     assert {p for p, _ in rows} == {"failure-free", *cluster_cmds.DEMO_LIVE_POLICIES}
 

@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -28,7 +27,7 @@ from lumen.executor.bridge.overhead import LiveOverhead
 from lumen.executor.bridge.prediction import LiveSetup, cost_model, predict
 from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster
 from lumen.executor.cluster.loadgen import LoadRequest, workload
-from lumen.executor.cluster.probe import PathProbe, probe_cluster
+from lumen.executor.cluster.probe import probe_cluster
 from lumen.executor.cluster.run import (
     FailureInjection,
     PolicyRun,
@@ -209,29 +208,34 @@ def compare_live(
     runs: list[PolicyRun] = []
     reference: PolicyRun | None = None
     base = ClusterSpec(workers, policies[0], ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
-    probes: list[PathProbe] = []
-    kinds = sorted({replace(base, policy=name).progressive for name in policies})
+    model = cost_model(calibration, LiveSetup(ssd_gbyte_s=ssd_gbyte_s))
+    overheads: dict[str, LiveOverhead] = {}
 
-    def probe(cluster: LocalCluster) -> None:
-        say("probing the request path (idle, and beside a starting worker) ...")
-        probes.append(probe_cluster(cluster, load, start_kinds=kinds))
+    def probe_as(key: str, kinds: tuple[bool, ...]) -> Callable[[LocalCluster], None]:
+        """Probe the cluster's request path before its workload (no failure yet)."""
+
+        def probe(cluster: LocalCluster) -> None:
+            probed = probe_cluster(cluster, load, start_kinds=kinds)
+            overheads[key] = LiveOverhead.fit(probed, model)
+            say(f"  {overheads[key].describe()}")
+
+        return probe
 
     if verify:
-        say("failure-free reference run ...")
-        reference = run_policy(reference_spec(base), load, None, before=probe)
+        say("failure-free reference run (its request path probed first) ...")
+        reference = run_policy(reference_spec(base), load, None, before=probe_as("", ()))
     else:
-        run_policy(reference_spec(base), [], None, before=probe)
-    overhead = LiveOverhead.fit(
-        probes[0], cost_model(calibration, LiveSetup(ssd_gbyte_s=ssd_gbyte_s))
-    )
-    say(overhead.describe())
+        run_policy(reference_spec(base), [], None, before=probe_as("", ()))
     specs = []
     for name in policies:
         killed = "+".join(map(str, failure.workers))
-        say(f"{name}: running, worker(s) {killed} killed at {failure.at_s:g} s ...")
+        say(
+            f"{name}: request path probed, then the workload with worker(s) {killed} killed"
+            f" at {failure.at_s:g} s ..."
+        )
         spec = ClusterSpec(workers, name, ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir / name)
         specs.append(spec)
-        runs.append(run_policy(spec, load, failure))
+        runs.append(run_policy(spec, load, failure, before=probe_as(name, (spec.progressive,))))
     table = Table(title=title)
     for col in (
         "policy",
@@ -247,7 +251,7 @@ def compare_live(
         label = col in ("policy", "run")
         table.add_column(col, justify="left" if label else "right", no_wrap=label)
     bad = False
-    free = predict(load, reference_spec(base), None, calibration, overhead).summary()
+    free = predict(load, reference_spec(base), None, calibration, overheads[""]).summary()
     if reference is not None:
         _row(table, "failure-free", "live", reference.summary(), "reference")
     _row(table, "failure-free", "simulated", free, "-")
@@ -258,7 +262,7 @@ def compare_live(
         bad |= bool(diff) or s["errors"] > 0
         outputs = _outputs(int(s["errors"]), diff, reference is not None)
         _row(table, r.policy, "live", s, outputs)
-        predicted = predict(load, spec, failure, calibration, overhead).summary()
+        predicted = predict(load, spec, failure, calibration, overheads[spec.policy]).summary()
         _row(table, r.policy, "simulated", predicted, "-")
     return table, bad
 
