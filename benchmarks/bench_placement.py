@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import print_gap_table
+from _common import print_family_goals, print_gap_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,8 +40,6 @@ HEURISTICS = ("greedy", "lumen", "fixed-ring")
 GOAL_PLACE_P99_US = 50.0
 GOAL_UPDATE_P99_MS = 10.0
 #: Goals of the greedy's gap to the optimum, on every family.
-GOAL_MEAN_GAP = 0.01
-GOAL_MAX_GAP = 0.05
 
 
 def _goal(measured: float, goal: float, unit: str, fmt: str = ".1f") -> str:
@@ -249,27 +247,7 @@ def _print_gaps(stats: GapStats, time_limit_s: float) -> None:
         f" p95 {np.percentile(exact_s, 95):.3f} s, max {exact_s.max():.2f} s"
     )
     print_gap_table(stats.gaps, 11)
-    greedy = np.array(stats.gaps["greedy"])
-    fams = np.array(stats.family)
-    print(
-        f"    greedy by family (goal: mean <= {GOAL_MEAN_GAP:.0%} and max <= {GOAL_MAX_GAP:.0%}"
-        " on every family):"
-    )
-    for family in GAP_FAMILIES:
-        sel = fams == family
-        g = greedy[sel]
-        ok = g[np.isfinite(g)]
-        if not g.size:
-            continue
-        failed = int(g.size - ok.size)
-        mean = float(ok.mean()) if ok.size else np.inf
-        top = float(ok.max()) if ok.size else np.inf
-        met = failed == 0 and mean <= GOAL_MEAN_GAP and top <= GOAL_MAX_GAP
-        print(
-            f"      {family:<13} mean {mean:7.2%}  max {top:7.2%}  over {g.size} instances"
-            f" ({int((~proven[sel]).sum())} unproven, {failed} greedy failed)"
-            f"   {'met' if met else 'NOT met'}"
-        )
+    print_family_goals(stats.gaps["greedy"], stats.family, stats.proven, GAP_FAMILIES)
 
 
 def bench_time_limits(workers: int, requests: int, limit: float, seed: int) -> None:

@@ -58,6 +58,7 @@ from typing import Any, cast
 import numpy as np
 from ortools.sat.python import cp_model
 
+from lumen.planner.formulations.cpsat_proto import int_var, linear
 from lumen.planner.formulations.deadline import OutOfTime, check_deadline
 from lumen.planner.placement_eval import (
     holder_candidates,
@@ -212,20 +213,6 @@ def _bools(proto: Any, count: int) -> IntArray:
     return np.arange(first, first + count, dtype=np.int64)
 
 
-def _int_var(proto: Any, low: int, high: int) -> int:
-    var = proto.variables.add()
-    var.domain.extend([int(low), int(high)])
-    return len(proto.variables) - 1
-
-
-def _linear(proto: Any, var: list[int], coef: list[int], low: int, high: int) -> None:
-    """``low <= sum coef * var <= high``."""
-    ct = proto.constraints.add()
-    ct.linear.vars.extend(var)
-    ct.linear.coeffs.extend(coef)
-    ct.linear.domain.extend([int(low), int(high)])
-
-
 def _groups(keys: IntArray, count: int) -> list[IntArray]:
     """Positions of ``keys`` grouped by value ``0 .. count - 1``."""
     order = np.argsort(keys, kind="stable")
@@ -241,10 +228,10 @@ def _worst_load(
     total = int(member_units.sum())
     groups = [g for g in groups if g.size]
     lower = max(int(member_units.max(initial=0)), -(-total // max(len(groups), 1)))
-    worst = _int_var(proto, min(lower, total), total)
+    worst = int_var(proto, min(lower, total), total)
     for ks in groups:
         var = [worst, *x[ks].tolist()]
-        _linear(proto, var, [1, *(-pair_units[ks]).tolist()], 0, _INT_MAX)
+        linear(proto, var, [1, *(-pair_units[ks]).tolist()], 0, _INT_MAX)
     return worst
 
 
@@ -269,7 +256,7 @@ def _capacities(
             if j % 256 == 0:
                 check_deadline(deadline)
             if cap[j] >= 0 and ks.size and int(size[rows[ks]].sum()) > cap[j]:
-                _linear(proto, x[ks].tolist(), size[rows[ks]].tolist(), -_INT_MAX, int(cap[j]))
+                linear(proto, x[ks].tolist(), size[rows[ks]].tolist(), -_INT_MAX, int(cap[j]))
     return exact
 
 
@@ -313,7 +300,7 @@ def build_model(
             worst[f] = _worst_load(proto, x, units, groups, member_units)
             var, cf = [worst[f], *var], [1, *cf]
         if home_floor is not None and f in home_floor:
-            _linear(proto, var, cf, int(home_floor[f]), _INT_MAX)
+            linear(proto, var, cf, int(home_floor[f]), _INT_MAX)
     keep = np.flatnonzero(coef)
     proto.objective.vars.extend([*worst.values(), *x[keep].tolist()])
     proto.objective.coeffs.extend([1] * len(worst) + coef[keep].tolist())
@@ -341,7 +328,7 @@ def build_home_model(problem: PlacementProblem, home: int, scale: float) -> Plac
         proto.constraints.add().exactly_one.literals.extend(row)
     if dominance:
         for a, b in zip(grid.T[:-1].tolist(), grid.T[1:].tolist(), strict=True):
-            _linear(proto, a + b, [1] * len(a) + [-1] * len(b), 0, _INT_MAX)
+            linear(proto, a + b, [1] * len(a) + [-1] * len(b), 0, _INT_MAX)
     worst: dict[int, int] = {}
     if problem.fail_weight[home] * problem.alpha > 0.0:
         member_units = _work_units(problem, scale)[members]

@@ -50,6 +50,7 @@ import numpy as np
 from ortools.graph.python import min_cost_flow
 from ortools.sat.python import cp_model
 
+from lumen.planner.formulations.cpsat_proto import int_var, linear
 from lumen.planner.formulations.deadline import OutOfTime, Pace
 from lumen.planner.heuristics.recovery import solve_greedy
 from lumen.planner.plans import RecoveryPlan
@@ -195,22 +196,9 @@ _BOOL = _bool_proto()
 _INT_MAX = 2**62
 
 
-def _int_var(proto: Any, low: int, high: int) -> int:
-    var = proto.variables.add()
-    var.domain.extend([int(low), int(high)])
-    return len(proto.variables) - 1
-
-
-def _linear(proto: Any, var: list[int], coef: list[int], low: int, high: int) -> None:
-    ct = proto.constraints.add()
-    ct.linear.vars.extend(var)
-    ct.linear.coeffs.extend(coef)
-    ct.linear.domain.extend([int(low), int(high)])
-
-
 def _square(proto: Any, count: int, top: int) -> int:
     """A variable equal to ``count`` squared (CP-SAT's int_prod)."""
-    sq = _int_var(proto, 0, top * top)
+    sq = int_var(proto, 0, top * top)
     ct = proto.constraints.add()
     ct.int_prod.target.vars.append(sq)
     ct.int_prod.target.coeffs.append(1)
@@ -249,7 +237,7 @@ def build_model(
         mine = np.concatenate([g for _, _, g in chain])
         if data.cap[j] >= 0:
             kv = data.kv[data.i[mine]].tolist()
-            _linear(proto, x[mine].tolist(), kv, -_INT_MAX, int(data.cap[j]))
+            linear(proto, x[mine].tolist(), kv, -_INT_MAX, int(data.cap[j]))
         top_all = _fit_max(data, mine, j)
         out: list[tuple[int, int, int]] = []
         prev = -1
@@ -257,11 +245,11 @@ def build_model(
         for v, d, grp in chain:
             seen += len(grp)
             top = min(seen, top_all)
-            n_var = _int_var(proto, 0, top)
+            n_var = int_var(proto, 0, top)
             # N_t = N_{t-1} + (the Booleans of the requests whose time here is V_t)
             var = [n_var, *([prev] if prev >= 0 else []), *x[grp].tolist()]
             coef = [1, *([-1] if prev >= 0 else []), *([-1] * len(grp))]
-            _linear(proto, var, coef, 0, 0)
+            linear(proto, var, coef, 0, 0)
             prev = n_var
             sq = -1
             if d > 0 and top > 0:
