@@ -202,6 +202,9 @@ class SimWorker:
         self.down = False  # failed and not yet reloaded: takes no requests
         self.failures = 0
         self.assist: Assist | None = None
+        # (set, key) pairs: ``key`` goes into ``set`` whenever the waiting estimate's inputs
+        # change (queued prompt tokens, the run in flight, down) -- see :meth:`watch`.
+        self._watchers: list[tuple[set[int], int]] = []
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -228,6 +231,10 @@ class SimWorker:
         i = bisect_left(ends, now) if len(ends) > 1 else 0
         return ends[i] - now if i < len(ends) else 0.0
 
+    def iteration_ends(self) -> list[float]:
+        """End times of the iterations of the run in flight (empty if idle); read-only."""
+        return self._run_ends if self._run_handle is not None else []
+
     def estimated_wait_s(self, now: float) -> float:
         """The gateway's waiting estimate for a new request: the rest of the current iteration
         plus every queued prompt token (waiting and part-prefilled requests) at the per-token
@@ -235,6 +242,16 @@ class SimWorker:
         return self.iteration_remaining_s(now) + (
             self.pending_prefill_tokens * self.prefill_s_per_token
         )
+
+    def watch(self, changed: set[int], key: int) -> None:
+        """Add ``key`` to ``changed`` whenever an input of :meth:`estimated_wait_s` other
+        than ``now`` changes (queued prompt tokens, the run in flight, :attr:`down`); the
+        gateway keeps its waiting estimates up to date from this."""
+        self._watchers.append((changed, key))
+
+    def _changed(self) -> None:
+        for changed, key in self._watchers:
+            changed.add(key)
 
     @property
     def queue_length(self) -> int:
@@ -311,6 +328,7 @@ class SimWorker:
         self._start_handle = None
         self._start_pending = False
         self.down = True
+        self._changed()
         self.failures += 1
         self.assist = None
         self.stream.reset(now)
@@ -319,6 +337,7 @@ class SimWorker:
     def recover(self) -> None:
         """Serve again (empty) after a reload."""
         self.down = False
+        self._changed()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -350,6 +369,7 @@ class SimWorker:
         req = self.requests
         self._waiting.append(rid)
         self.pending_prefill_tokens += req.context_tokens[rid] - req.restored[rid]
+        self._changed()
         self._wake()
 
     def _wake(self) -> None:
@@ -390,6 +410,7 @@ class SimWorker:
             return
         assert self._run_handle is not None
         self.sim.cancel(self._run_handle)
+        self._changed()
         del ends[keep:]
         self._run_handle = self.sim.at(ends[-1], self._on_run_end, None, ITERATION_PRIORITY)
 
@@ -444,6 +465,7 @@ class SimWorker:
 
     def _plan(self, now: float) -> None:
         """Choose and schedule the next iteration (or run of decode iterations)."""
+        self._changed()  # a new run, or none (every change to the queued tokens ends here)
         self._run_start = now
         b = self._decode_seqs
         ctx = self._decode_context
