@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lumen.planner.costmodel import BatchShape, CostModel
+from lumen.planner.costmodel import BatchShape, CostModel, RooflineCostModel
 from lumen.planner.speculation import concurrent_tokens_per_step
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.requests import RequestTable
@@ -163,6 +163,10 @@ class SimWorker:
         # Seconds per prompt token of a full prefill chunk: the gateway's waiting estimate.
         self.prefill_s_per_token = (
             cost_model.prefill_time(prefill_chunk_tokens) / prefill_chunk_tokens
+        )
+        # The cost model's shortcut for the end times of a run of plain decode iterations.
+        self._decode_run_ends = (
+            cost_model.decode_run_ends if isinstance(cost_model, RooflineCostModel) else None
         )
         self.on_admit = on_admit
         self.on_end = on_end
@@ -496,16 +500,8 @@ class SimWorker:
             n = max(1, math.ceil((self._finish_heap[0][0] - self.progress) / rate - EPS))
             if self._prefill_turn:  # alternate scheduling: prompt chunks come next
                 n = 1
-            t = now + step
-            ends = [t]
-            batch_time = self.cost_model.batch_time
-            for _ in range(n - 1):
-                ctx += b * rate
-                shape = BatchShape(
-                    decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b
-                )
-                t += batch_time(shape) if assist is None else self._verify_time(shape, assist)[0]
-                ends.append(t)
+            ends = self._decode_ends(now + step, b, ctx, rate, n, assist)
+            t = ends[-1]
             self._run_ends = ends
             self._run_decode_only = True
             self._run_rate = rate
@@ -532,6 +528,26 @@ class SimWorker:
         self._run_rate = rate
         self._run_chunks = chunks
         self._run_handle = self.sim.at(end, self._on_run_end, None, ITERATION_PRIORITY)
+
+    def _decode_ends(
+        self, first: float, b: int, ctx: float, rate: float, n: int, assist: Assist | None
+    ) -> list[float]:
+        """End times of a run of ``n`` decode iterations of ``b`` requests (the first ending
+        at ``first``), the summed context ``ctx`` growing by ``b * rate`` per iteration."""
+        ends = [first]
+        if n == 1:
+            return ends
+        if assist is None and self._decode_run_ends is not None:  # plain steps, rate 1
+            ends.extend(self._decode_run_ends(first, b, ctx, n - 1))
+            return ends
+        t = first
+        batch_time = self.cost_model.batch_time
+        for _ in range(n - 1):
+            ctx += b * rate
+            shape = BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
+            t += batch_time(shape) if assist is None else self._verify_time(shape, assist)[0]
+            ends.append(t)
+        return ends
 
     def _plan_prefill_only(self, now: float, chunks: list[tuple[int, int]]) -> None:
         """An iteration of prompt chunks alone: decoding requests wait (their clock stands)."""

@@ -206,6 +206,38 @@ class RooflineCostModel(DeploymentCosts):
             time += compute if compute > memory else memory
         return time
 
+    def decode_run_ends(self, start: float, seqs: int, context: float, steps: int) -> list[float]:
+        """End times of ``steps`` plain decode iterations of ``seqs`` sequences run back to
+        back from ``start``, the summed context growing by ``seqs`` before each one:
+        iteration ``k`` (from 1) reads ``int(context + seqs + ... + seqs)`` (``k`` additions)
+        context tokens. Each end equals the running sum ``start + batch_time(...)`` of
+        :meth:`batch_time` on ``BatchShape(decode_seqs=seqs, decode_context_tokens=...,
+        decode_query_tokens=seqs)``, evaluated term by term the same way (bit for bit), without
+        building the shapes (the simulator's pure-decode runs)."""
+        ends: list[float] = []
+        if seqs < 1 or steps < 1:
+            return ends
+        compute = (
+            seqs * self._linear_flops_per_token + (0 + seqs) * self._logit_flops
+        ) * self._s_per_flop
+        memory = self._weight_s
+        base = (compute if compute > memory else memory) + self._fixed_s
+        base = base + seqs * self._allreduce_s_per_token
+        flops_per_pair = self._attention_flops_per_pair
+        s_per_flop = self._s_per_flop
+        kv_s = self._kv_s_per_token
+        grow = seqs * 1.0
+        t = start
+        append = ends.append
+        for _ in range(steps):
+            context += grow
+            ctx = int(context)
+            compute = ctx * seqs / seqs * flops_per_pair * s_per_flop
+            memory = (ctx + seqs) * kv_s
+            t += base + (compute if compute > memory else memory)
+            append(t)
+        return ends
+
     def breakdown(self, shape: BatchShape) -> RooflineBreakdown:
         """The terms of :meth:`batch_time`, for analysis and tests (not for hot loops)."""
         if shape.is_empty:
