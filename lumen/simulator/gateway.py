@@ -152,6 +152,7 @@ class _WaitArrays:
         self.queued = np.zeros(n)
         self.down = np.zeros(n, dtype=bool)
         self._wait = np.empty(n)
+        self._ends: list[list[float]] = [[] for _ in range(n)]  # the runs last read
         self._now = -np.inf
         self.changed: set[int] = set(range(n))
         for i, w in enumerate(workers):
@@ -163,6 +164,7 @@ class _WaitArrays:
         self.down[i] = w.down
         self.queued[i] = w.pending_prefill_tokens * w.prefill_s_per_token
         ends = w.iteration_ends()
+        self._ends[i] = ends
         multi = len(ends) > 1
         k = bisect_left(ends, now) if multi else 0
         zero = k >= len(ends)
@@ -178,13 +180,22 @@ class _WaitArrays:
         if now < self._now:  # time went back (a direct call): refresh everyone
             changed.update(range(len(self.workers)))
         self._now = now
-        # Pure-decode runs whose current iteration ended before ``now``: move to the next end.
-        passed = np.flatnonzero((self.end < now) & self.multi)
-        if len(passed):
-            changed.update(passed.tolist())
         for i in changed:
             self._refresh(i, now)
         changed.clear()
+        # Unchanged pure-decode runs whose current iteration ended before ``now``: move on to
+        # the iteration in flight (the runs' end lists are as last read).
+        passed = np.flatnonzero((self.end < now) & self.multi)
+        if len(passed):
+            end, all_ends = self.end, self._ends
+            for i in passed.tolist():
+                ends = all_ends[i]
+                k = bisect_left(ends, now)
+                if k < len(ends):
+                    end[i] = ends[k]
+                else:
+                    self.zero[i] = True
+                    self.multi[i] = False
         wait = self._wait
         np.subtract(self.end, now, out=wait)
         wait[self.zero] = 0.0
