@@ -260,7 +260,7 @@ def test_times_are_monotone(
 @given(
     seqs=st.integers(1, 512),
     context=st.floats(0.0, 4e6, allow_nan=False),
-    steps=st.integers(0, 40),
+    steps=st.integers(0, 120),
     start=st.floats(0.0, 1e4, allow_nan=False),
     single_gpu=st.booleans(),
 )
