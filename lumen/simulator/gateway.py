@@ -204,4 +204,4 @@ class _WaitArrays:
         best = wait.min()
         if best == np.inf and self.down.all():
             return []
-        return np.flatnonzero(wait == best).tolist()  # type: ignore[no-any-return]
+        return np.flatnonzero(wait == best).tolist()
