@@ -234,12 +234,15 @@ class RooflineCostModel(DeploymentCosts):
         grow = seqs * 1.0
         if steps >= _VECTOR_STEPS:
             # The same operations elementwise; accumulate sums in order, like the loop below.
-            contexts = np.add.accumulate(np.r_[context, np.full(steps, grow)])[1:]
+            terms = np.full(steps + 1, grow)
+            terms[0] = context
+            contexts = np.add.accumulate(terms)[1:]
             ctxs = contexts.astype(np.int64)
             computes = ctxs * seqs / seqs * flops_per_pair * s_per_flop
             memories = (ctxs + seqs) * kv_s
-            times = base + np.where(computes > memories, computes, memories)
-            return np.add.accumulate(np.r_[start, times])[1:].tolist()  # type: ignore[no-any-return]
+            terms[0] = start
+            terms[1:] = base + np.where(computes > memories, computes, memories)
+            return np.add.accumulate(terms)[1:].tolist()  # type: ignore[no-any-return]
         t = start
         append = ends.append
         for _ in range(steps):
