@@ -3,6 +3,7 @@ hand-made pool, and the scenario's ``readings.gateway`` reaching a run."""
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -213,6 +214,8 @@ def _random_walk(
         now = sim.now
         expected = gateway.scan_least_waiting(now)
         assert gateway.choose(now) is expected, f"seed {seed}, request {rid}, t={now}"
+        scanned = [math.inf if w.down else w.estimated_wait_s(now) for w in pool]
+        assert gateway.wait_estimates(now).tolist() == scanned
         checks += 1
         up = [w for w in pool if not w.down]
         least = min((w.estimated_wait_s(now) for w in up), default=None)

@@ -35,11 +35,14 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from lumen.simulator.results import GATEWAY_RULES
 from lumen.simulator.worker import SimWorker
 
 __all__ = ["SimGateway"]
+
+FloatArray = npt.NDArray[np.float64]
 
 
 class SimGateway:
@@ -113,6 +116,11 @@ class SimGateway:
                 return w
         return None
 
+    def wait_estimates(self, now: float) -> FloatArray:
+        """Every worker's :meth:`SimWorker.estimated_wait_s` at ``now``, ``inf`` for the
+        workers that are down, by position (read-only; overwritten by the next call)."""
+        return self._waits.estimates(now)
+
     def dispatch(self, rid: int, now: float) -> SimWorker | None:
         """Send request ``rid`` to the chosen worker and return it; hold it (and return None)
         when every worker is down."""
@@ -158,24 +166,9 @@ class _WaitArrays:
         for i, w in enumerate(workers):
             w.watch(self.changed, i)
 
-    def _refresh(self, i: int, now: float) -> None:
-        """Read worker ``i``'s inputs as :meth:`SimWorker.estimated_wait_s` does at ``now``."""
-        w = self.workers[i]
-        self.down[i] = w.down
-        self.queued[i] = w.pending_prefill_tokens * w.prefill_s_per_token
-        ends = w.iteration_ends()
-        self._ends[i] = ends
-        multi = len(ends) > 1
-        k = bisect_left(ends, now) if multi else 0
-        zero = k >= len(ends)
-        self.zero[i] = zero
-        self.multi[i] = multi and not zero
-        if not zero:
-            self.end[i] = ends[k]
-
-    def least(self, now: float) -> list[int]:
-        """Indices of the serving workers with the least waiting estimate at ``now``,
-        ascending (empty when every worker is down)."""
+    def estimates(self, now: float) -> FloatArray:
+        """Every worker's :meth:`SimWorker.estimated_wait_s` at ``now`` (inf when down), by
+        position; the array is reused by the next call."""
         changed = self.changed
         if now < self._now:  # time went back (a direct call): refresh everyone
             changed.update(range(len(self.workers)))
@@ -201,6 +194,27 @@ class _WaitArrays:
         wait[self.zero] = 0.0
         wait += self.queued
         wait[self.down] = np.inf
+        return wait
+
+    def _refresh(self, i: int, now: float) -> None:
+        """Read worker ``i``'s inputs as :meth:`SimWorker.estimated_wait_s` does at ``now``."""
+        w = self.workers[i]
+        self.down[i] = w.down
+        self.queued[i] = w.pending_prefill_tokens * w.prefill_s_per_token
+        ends = w.iteration_ends()
+        self._ends[i] = ends
+        multi = len(ends) > 1
+        k = bisect_left(ends, now) if multi else 0
+        zero = k >= len(ends)
+        self.zero[i] = zero
+        self.multi[i] = multi and not zero
+        if not zero:
+            self.end[i] = ends[k]
+
+    def least(self, now: float) -> list[int]:
+        """Indices of the serving workers with the least waiting estimate at ``now``,
+        ascending (empty when every worker is down)."""
+        wait = self.estimates(now)
         best = wait.min()
         if best == np.inf and self.down.all():
             return []

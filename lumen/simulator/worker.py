@@ -469,7 +469,14 @@ class SimWorker:
 
     def _plan(self, now: float) -> None:
         """Choose and schedule the next iteration (or run of decode iterations)."""
-        self._changed()  # a new run, or none (every change to the queued tokens ends here)
+        # The run ended (or none was in flight) and the queued tokens may have changed: report
+        # it before planning, as an admission inside may read this worker's estimate, and after,
+        # for the new run.
+        self._changed()
+        self._plan_run(now)
+        self._changed()
+
+    def _plan_run(self, now: float) -> None:
         self._run_start = now
         b = self._decode_seqs
         ctx = self._decode_context
