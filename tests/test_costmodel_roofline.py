@@ -254,3 +254,26 @@ def test_times_are_monotone(
     assert m.decode_step_time(batch, batch * (per_seq + more), queries) >= base
     assert m.decode_step_time(batch, batch * per_seq, queries + 1) >= base
     assert m.kv_restore_time(chunk + more) >= m.kv_restore_time(chunk)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seqs=st.integers(1, 512),
+    context=st.floats(0.0, 4e6, allow_nan=False),
+    steps=st.integers(0, 120),
+    start=st.floats(0.0, 1e4, allow_nan=False),
+    single_gpu=st.booleans(),
+)
+def test_decode_run_ends_equal_summed_batch_times_bit_for_bit(
+    seqs: int, context: float, steps: int, start: float, single_gpu: bool
+) -> None:
+    model = _model("Llama-3-8B", "A100-80GB", 1) if single_gpu else LLAMA70_A100
+    expected = []
+    t, ctx = start, context
+    for _ in range(steps):
+        ctx += seqs * 1.0
+        t += model.batch_time(
+            BatchShape(decode_seqs=seqs, decode_context_tokens=int(ctx), decode_query_tokens=seqs)
+        )
+        expected.append(t)
+    assert model.decode_run_ends(start, seqs, context, steps) == expected

@@ -3,6 +3,8 @@ hand-made pool, and the scenario's ``readings.gateway`` reaching a run."""
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +192,63 @@ def test_the_scenario_reading_reaches_the_run(tmp_path: Path) -> None:
     assert worker["least-requests"] != worker["round-robin"]
     assert worker["least-waiting"][:4] == [0, 1, 2, 2]
     assert worker["least-waiting"] != worker["least-requests"]
+
+
+def _random_walk(
+    cost_model: RooflineCostModel, seed: int, steps: int = 400
+) -> tuple[int, int, int]:
+    """Dispatch, restore onto, fail, recover and run a random pool, checking before every
+    dispatch (and at random instants inside decode runs) that the gateway's array-backed
+    least-waiting choice is the plain scan's. Returns (checks, ties on the least wait, ties
+    whose choice the request count decided, not the index)."""
+    rng = random.Random(seed)
+    sim = Simulation()
+    # Few distinct prompt lengths, so queued-token totals (and waits) often tie exactly.
+    prompts = [rng.choice([16, 64, 512, 2048]) for _ in range(steps)]
+    outputs = [rng.randint(1, 80) for _ in range(steps)]
+    table = RequestTable.create([0.0] * steps, prompts, outputs)
+    pool = [SimWorker(i, sim, cost_model, table, max_batch_size=4) for i in range(8)]
+    gateway = SimGateway(pool)
+    checks = ties = load_ties = 0
+    for rid in range(steps):
+        now = sim.now
+        expected = gateway.scan_least_waiting(now)
+        assert gateway.choose(now) is expected, f"seed {seed}, request {rid}, t={now}"
+        scanned = [math.inf if w.down else w.estimated_wait_s(now) for w in pool]
+        assert gateway.wait_estimates(now).tolist() == scanned
+        checks += 1
+        up = [w for w in pool if not w.down]
+        least = min((w.estimated_wait_s(now) for w in up), default=None)
+        tied = [w for w in up if w.estimated_wait_s(now) == least]
+        if len(tied) > 1:
+            ties += 1
+            load_ties += expected is not tied[0]
+        action = rng.random()
+        if action < 0.6:
+            gateway.dispatch(rid, now)
+        elif action < 0.75:  # a restore: one more request on it, its wait unchanged for now
+            target = rng.choice(pool)
+            if not target.down:
+                target.enqueue(rid, delay=rng.uniform(0.0, 0.5))
+        elif action < 0.8:
+            victim = rng.choice(pool)
+            if not victim.down:
+                victim.fail(now)
+        elif action < 0.85:
+            for w in pool:
+                if w.down and rng.random() < 0.5:
+                    w.recover()
+        # Move on, often to an instant inside a worker's pure-decode run.
+        sim.run(until=now + rng.choice([0.0, 0.0, 0.001, 0.01, 0.05, 0.3]))
+    return checks, ties, load_ties
+
+
+def test_least_waiting_arrays_choose_as_a_full_scan(cost_model: RooflineCostModel) -> None:
+    totals = [0, 0, 0]
+    for seed in range(6):
+        for k, v in enumerate(_random_walk(cost_model, seed)):
+            totals[k] += v
+    checks, ties, load_ties = totals
+    # The walks must exercise both tie-breaks: some ties went to a worker with fewer
+    # requests than the lowest-indexed tied one, others to the lowest index.
+    assert checks == 6 * 400 and load_ties > 0 and ties - load_ties > 0

@@ -28,10 +28,12 @@ interval). What remains, rounded down to whole pages, is restored; the rest is r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lumen.planner.costmodel import CostModel
 from lumen.planner.placement_state import PlacementState
+from lumen.planner.problems import FloatArray
 
 if TYPE_CHECKING:
     from lumen.simulator.worker import SimWorker
@@ -107,13 +109,26 @@ class CheckpointPlacer:
         self.peak_reserved_bytes = [0.0] * m
         self._budget = budget_bytes
 
-    def place(self, worker: SimWorker, rid: int, workers: list[SimWorker]) -> int:
-        """Choose and reserve a holder for ``rid`` admitted on ``worker`` (-1: none)."""
+    def place(
+        self,
+        worker: SimWorker,
+        rid: int,
+        workers: list[SimWorker],
+        waits: Callable[[float], FloatArray] | None = None,
+    ) -> int:
+        """Choose and reserve a holder for ``rid`` admitted on ``worker`` (-1: none).
+
+        ``waits``, when given, returns every worker's waiting estimate at a time (inf when
+        down) by worker index, as :meth:`lumen.simulator.gateway.SimGateway.wait_estimates`
+        does; otherwise ``workers`` are asked one by one."""
         now = worker.sim.now
         if now - self._refreshed >= WAIT_REFRESH_S:
             wait = self.state.wait_s
-            for w in workers:
-                wait[w.index] = math.inf if w.down else w.estimated_wait_s(now)
+            if waits is not None:
+                wait[:] = waits(now)
+            else:
+                for w in workers:
+                    wait[w.index] = math.inf if w.down else w.estimated_wait_s(now)
             self._refreshed = now
         req = worker.requests
         tokens = req.context_tokens[rid] + req.todo_tokens[rid]

@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lumen.planner.costmodel import BatchShape, CostModel
+from lumen.planner.costmodel import BatchShape, CostModel, RooflineCostModel
 from lumen.planner.speculation import concurrent_tokens_per_step
 from lumen.simulator.kernel import EventHandle, Simulation
 from lumen.simulator.requests import RequestTable
@@ -164,6 +164,10 @@ class SimWorker:
         self.prefill_s_per_token = (
             cost_model.prefill_time(prefill_chunk_tokens) / prefill_chunk_tokens
         )
+        # The cost model's shortcut for the end times of a run of plain decode iterations.
+        self._decode_run_ends = (
+            cost_model.decode_run_ends if isinstance(cost_model, RooflineCostModel) else None
+        )
         self.on_admit = on_admit
         self.on_end = on_end
         self.stream = StreamHistory(link_bytes_s, cost_model.kv_bytes_per_token)
@@ -202,6 +206,9 @@ class SimWorker:
         self.down = False  # failed and not yet reloaded: takes no requests
         self.failures = 0
         self.assist: Assist | None = None
+        # (set, key) pairs: ``key`` goes into ``set`` whenever the waiting estimate's inputs
+        # change (queued prompt tokens, the run in flight, down) -- see :meth:`watch`.
+        self._watchers: list[tuple[set[int], int]] = []
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -228,6 +235,10 @@ class SimWorker:
         i = bisect_left(ends, now) if len(ends) > 1 else 0
         return ends[i] - now if i < len(ends) else 0.0
 
+    def iteration_ends(self) -> list[float]:
+        """End times of the iterations of the run in flight (empty if idle); read-only."""
+        return self._run_ends if self._run_handle is not None else []
+
     def estimated_wait_s(self, now: float) -> float:
         """The gateway's waiting estimate for a new request: the rest of the current iteration
         plus every queued prompt token (waiting and part-prefilled requests) at the per-token
@@ -235,6 +246,16 @@ class SimWorker:
         return self.iteration_remaining_s(now) + (
             self.pending_prefill_tokens * self.prefill_s_per_token
         )
+
+    def watch(self, changed: set[int], key: int) -> None:
+        """Add ``key`` to ``changed`` whenever an input of :meth:`estimated_wait_s` other
+        than ``now`` changes (queued prompt tokens, the run in flight, :attr:`down`); the
+        gateway keeps its waiting estimates up to date from this."""
+        self._watchers.append((changed, key))
+
+    def _changed(self) -> None:
+        for changed, key in self._watchers:
+            changed.add(key)
 
     @property
     def queue_length(self) -> int:
@@ -311,6 +332,7 @@ class SimWorker:
         self._start_handle = None
         self._start_pending = False
         self.down = True
+        self._changed()
         self.failures += 1
         self.assist = None
         self.stream.reset(now)
@@ -319,6 +341,7 @@ class SimWorker:
     def recover(self) -> None:
         """Serve again (empty) after a reload."""
         self.down = False
+        self._changed()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -350,6 +373,7 @@ class SimWorker:
         req = self.requests
         self._waiting.append(rid)
         self.pending_prefill_tokens += req.context_tokens[rid] - req.restored[rid]
+        self._changed()
         self._wake()
 
     def _wake(self) -> None:
@@ -390,6 +414,7 @@ class SimWorker:
             return
         assert self._run_handle is not None
         self.sim.cancel(self._run_handle)
+        self._changed()
         del ends[keep:]
         self._run_handle = self.sim.at(ends[-1], self._on_run_end, None, ITERATION_PRIORITY)
 
@@ -444,6 +469,14 @@ class SimWorker:
 
     def _plan(self, now: float) -> None:
         """Choose and schedule the next iteration (or run of decode iterations)."""
+        # The run ended (or none was in flight) and the queued tokens may have changed: report
+        # it before planning, as an admission inside may read this worker's estimate, and after,
+        # for the new run.
+        self._changed()
+        self._plan_run(now)
+        self._changed()
+
+    def _plan_run(self, now: float) -> None:
         self._run_start = now
         b = self._decode_seqs
         ctx = self._decode_context
@@ -474,16 +507,8 @@ class SimWorker:
             n = max(1, math.ceil((self._finish_heap[0][0] - self.progress) / rate - EPS))
             if self._prefill_turn:  # alternate scheduling: prompt chunks come next
                 n = 1
-            t = now + step
-            ends = [t]
-            batch_time = self.cost_model.batch_time
-            for _ in range(n - 1):
-                ctx += b * rate
-                shape = BatchShape(
-                    decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b
-                )
-                t += batch_time(shape) if assist is None else self._verify_time(shape, assist)[0]
-                ends.append(t)
+            ends = self._decode_ends(now + step, b, ctx, rate, n, assist)
+            t = ends[-1]
             self._run_ends = ends
             self._run_decode_only = True
             self._run_rate = rate
@@ -510,6 +535,26 @@ class SimWorker:
         self._run_rate = rate
         self._run_chunks = chunks
         self._run_handle = self.sim.at(end, self._on_run_end, None, ITERATION_PRIORITY)
+
+    def _decode_ends(
+        self, first: float, b: int, ctx: float, rate: float, n: int, assist: Assist | None
+    ) -> list[float]:
+        """End times of a run of ``n`` decode iterations of ``b`` requests (the first ending
+        at ``first``), the summed context ``ctx`` growing by ``b * rate`` per iteration."""
+        ends = [first]
+        if n == 1:
+            return ends
+        if assist is None and self._decode_run_ends is not None:  # plain steps, rate 1
+            ends.extend(self._decode_run_ends(first, b, ctx, n - 1))
+            return ends
+        t = first
+        batch_time = self.cost_model.batch_time
+        for _ in range(n - 1):
+            ctx += b * rate
+            shape = BatchShape(decode_seqs=b, decode_context_tokens=int(ctx), decode_query_tokens=b)
+            t += batch_time(shape) if assist is None else self._verify_time(shape, assist)[0]
+            ends.append(t)
+        return ends
 
     def _plan_prefill_only(self, now: float, chunks: list[tuple[int, int]]) -> None:
         """An iteration of prompt chunks alone: decoding requests wait (their clock stands)."""

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from lumen.planner.costmodel.base import BatchShape, DeploymentCosts
 from lumen.planner.costmodel.deployment import Deployment
 from lumen.planner.costmodel.profiles import ModelProfile, draft_compatible
@@ -69,6 +71,9 @@ class RooflineEfficiency:
 
 
 DEFAULT_EFFICIENCY = RooflineEfficiency()
+
+#: Runs of at least this many decode iterations are timed with numpy arrays (same result).
+_VECTOR_STEPS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +210,49 @@ class RooflineCostModel(DeploymentCosts):
             memory = (shape.decode_context_tokens + queries) * self._kv_s_per_token
             time += compute if compute > memory else memory
         return time
+
+    def decode_run_ends(self, start: float, seqs: int, context: float, steps: int) -> list[float]:
+        """End times of ``steps`` plain decode iterations of ``seqs`` sequences run back to
+        back from ``start``, the summed context growing by ``seqs`` before each one:
+        iteration ``k`` (from 1) reads ``int(context + seqs + ... + seqs)`` (``k`` additions)
+        context tokens. Each end equals the running sum ``start + batch_time(...)`` of
+        :meth:`batch_time` on ``BatchShape(decode_seqs=seqs, decode_context_tokens=...,
+        decode_query_tokens=seqs)``, evaluated term by term the same way (bit for bit), without
+        building the shapes (the simulator's pure-decode runs)."""
+        ends: list[float] = []
+        if seqs < 1 or steps < 1:
+            return ends
+        compute = (
+            seqs * self._linear_flops_per_token + (0 + seqs) * self._logit_flops
+        ) * self._s_per_flop
+        memory = self._weight_s
+        base = (compute if compute > memory else memory) + self._fixed_s
+        base = base + seqs * self._allreduce_s_per_token
+        flops_per_pair = self._attention_flops_per_pair
+        s_per_flop = self._s_per_flop
+        kv_s = self._kv_s_per_token
+        grow = seqs * 1.0
+        if steps >= _VECTOR_STEPS:
+            # The same operations elementwise; accumulate sums in order, like the loop below.
+            terms = np.full(steps + 1, grow)
+            terms[0] = context
+            contexts = np.add.accumulate(terms)[1:]
+            ctxs = contexts.astype(np.int64)
+            computes = ctxs * seqs / seqs * flops_per_pair * s_per_flop
+            memories = (ctxs + seqs) * kv_s
+            terms[0] = start
+            terms[1:] = base + np.where(computes > memories, computes, memories)
+            return np.add.accumulate(terms)[1:].tolist()  # type: ignore[no-any-return]
+        t = start
+        append = ends.append
+        for _ in range(steps):
+            context += grow
+            ctx = int(context)
+            compute = ctx * seqs / seqs * flops_per_pair * s_per_flop
+            memory = (ctx + seqs) * kv_s
+            t += base + (compute if compute > memory else memory)
+            append(t)
+        return ends
 
     def breakdown(self, shape: BatchShape) -> RooflineBreakdown:
         """The terms of :meth:`batch_time`, for analysis and tests (not for hot loops)."""
