@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -210,12 +211,17 @@ def compare_live(
     base = ClusterSpec(workers, policies[0], ssd_gbyte_s=ssd_gbyte_s, log_dir=log_dir)
     model = cost_model(calibration, LiveSetup(ssd_gbyte_s=ssd_gbyte_s))
     overheads: dict[str, LiveOverhead] = {}
+    # Probes as far apart as the workload's requests (at most 0.5 s): an idle path is colder.
+    gaps = np.diff(np.sort([r.arrival_s for r in load]))
+    pause_s = float(np.clip(np.median(gaps), 0.0, 0.5)) if gaps.size else 0.0
 
     def probe_as(key: str, kinds: tuple[bool, ...]) -> Callable[[LocalCluster], None]:
         """Probe the cluster's request path before its workload (no failure yet)."""
 
         def probe(cluster: LocalCluster) -> None:
-            probed = probe_cluster(cluster, load, start_kinds=kinds)
+            probed = probe_cluster(
+                cluster, load, idle_probes=16, pause_s=pause_s, start_kinds=kinds
+            )
             overheads[key] = LiveOverhead.fit(probed, model)
             say(f"  {overheads[key].describe()}")
 

@@ -65,7 +65,7 @@ class LiveOverhead:
     profiles: tuple[StartProfile, ...] = ()
 
     @classmethod
-    def fit(cls, probe: PathProbe, model: CostModel, bin_s: float = 0.25) -> LiveOverhead:
+    def fit(cls, probe: PathProbe, model: CostModel, bin_s: float = 0.5) -> LiveOverhead:
         """Subtract each probe's prefill on ``model`` from its TTFT (never below 0)."""
         if bin_s <= 0:
             raise ValueError("bin_s must be > 0")

@@ -69,18 +69,21 @@ def probe_cluster(
     requests: Sequence[LoadRequest],
     *,
     idle_probes: int = 48,
+    pause_s: float = 0.0,
     start_kinds: Sequence[bool] = (False,),
     tail_s: float = 0.5,
     timeout_s: float = 120.0,
 ) -> PathProbe:
     """Measure the request path of ``cluster`` (module docstring). ``requests`` are cycled
     (their prompts and output lengths; their arrival times are ignored); ``start_kinds``
-    lists the restarts to measure (True: progressive). Raises RuntimeError when a probe
-    fails."""
-    if not requests or idle_probes < 1:
-        raise ValueError("probing needs at least one request and one idle probe")
+    lists the restarts to measure (True: progressive). Each probe waits ``pause_s`` after
+    the previous one ended: a path that has sat idle (sockets, threads, caches gone cold) is
+    slower than one hit back to back, so pause as long as the workload's requests are apart.
+    Raises RuntimeError when a probe fails."""
+    if not requests or idle_probes < 1 or pause_s < 0:
+        raise ValueError("probing needs at least one request and one idle probe, pause >= 0")
     t0 = time.monotonic()
-    sent = _Sender(cluster.gateway_url, requests)
+    sent = _Sender(cluster.gateway_url, requests, pause_s)
     lengths, ttfts = [], []
     for _ in range(idle_probes):
         n, ttft = sent.next()
@@ -95,13 +98,16 @@ def probe_cluster(
 class _Sender:
     """Closed-loop probe requests cycling through the workload's requests."""
 
-    def __init__(self, url: str, requests: Sequence[LoadRequest]) -> None:
+    def __init__(self, url: str, requests: Sequence[LoadRequest], pause_s: float) -> None:
         self.url = url
         self.requests = list(requests)
+        self.pause_s = pause_s
         self.k = 0
 
     def next(self) -> tuple[int, float]:
         req = self.requests[self.k % len(self.requests)]
+        if self.k and self.pause_s:
+            time.sleep(self.pause_s)
         self.k += 1
         ttft, error = send_one(self.url, req)
         if error is not None or not math.isfinite(ttft):
