@@ -219,9 +219,7 @@ def compare_live(
         """Probe the cluster's request path before its workload (no failure yet)."""
 
         def probe(cluster: LocalCluster) -> None:
-            probed = probe_cluster(
-                cluster, load, idle_probes=16, pause_s=pause_s, start_kinds=kinds
-            )
+            probed = probe_cluster(cluster, load, pause_s=pause_s, start_kinds=kinds)
             overheads[key] = LiveOverhead.fit(probed, model)
             say(f"  {overheads[key].describe()}")
 

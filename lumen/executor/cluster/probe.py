@@ -68,7 +68,7 @@ def probe_cluster(
     cluster: LocalCluster,
     requests: Sequence[LoadRequest],
     *,
-    idle_probes: int = 48,
+    idle_probes: int = 16,
     pause_s: float = 0.0,
     start_kinds: Sequence[bool] = (False,),
     tail_s: float = 0.5,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lumen.executor.engine.config import EngineConfig, ModelConfig
+from lumen.executor.engine.config import EngineConfig
 from lumen.executor.engine.interface import (
     FinishReason,
     RandomWeights,
@@ -33,16 +33,7 @@ from lumen.executor.vllm.engine import (
 )
 from lumen.executor.worker.__main__ import main
 
-MODEL = ModelConfig(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    intermediate_size=128,
-    vocab_size=256,
-    max_position_embeddings=512,
-)
+from ..conftest import TINY as MODEL
 
 
 @pytest.fixture
