@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from lumen.planner.costmodel import CostModel, progressive_timeline
 from lumen.planner.domain import ClusterState, Request, WorkerState
+from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import (
     PairingProblem,
     PlacementProblem,
@@ -138,9 +140,14 @@ def recovery_problem(
     reload = cost.reload_timeline().total_s if reload_s is None else reload_s
     capacity = cost.gpu_kv_capacity_tokens()
     interrupted = [r for r in state.requests.values() if r.home in failed_set]
-    n, m = len(interrupted), len(machines)
+    n = len(interrupted)
     _check_cancel(cancel, "recovery")
-    times = np.full((n, m, 4), np.inf)
+    # Two machine classes, the survivors (0) and the recovering workers (1), plus each
+    # request's checkpoint holder as its own machine: O(n + m) whatever the cluster's size.
+    position = {w.id: j for j, w in enumerate(machines)}
+    times = np.full((n, 2, 4), np.inf)
+    own = np.full(n, -1, np.int64)
+    own_times = np.full((n, 4), np.inf)
     for i, r in enumerate(interrupted):
         _check_cancel(cancel, "recovery")
         ctx = r.context_tokens
@@ -149,29 +156,33 @@ def recovery_problem(
         # A checkpoint survives only on a serving survivor: a worker that failed earlier lost
         # its host memory with its process, even if it is reloading now.
         holder_alive = holder in survivor_ids and r.checkpointed_tokens > 0
-        restore = transfer = math.inf
-        if holder_alive:
+        transfer = math.inf
+        if holder is not None and holder_alive:
             prefix = r.checkpointed_tokens
             tail = recompute_time(cost, ctx - prefix, prefix, chunk)
             restore = cost.kv_restore_time(prefix) + tail
             transfer = cost.kv_transfer_time(prefix) + restore
-        for j, w in enumerate(machines):
-            if j >= len(survivors):
-                times[i, j, 3] = min(full, transfer)
-                continue
-            if holder_alive and w.id == holder:
-                times[i, j, 0] = restore
-            elif holder_alive:
-                times[i, j, 1] = transfer
-            times[i, j, 2] = full
+            own[i] = position[holder]
+            own_times[i, 0] = restore
+            own_times[i, 2] = full
+        times[i, 0, 1] = transfer
+        times[i, 0, 2] = full
+        times[i, 1, 3] = min(full, transfer)
+    on_worker = Counter(r.home for r in state.requests.values())  # requests_on, for all at once
+    modes = ModeTimes.build(
+        machine_class=[0] * len(survivors) + [1] * len(recovering),
+        class_time_s=times,
+        own_machine=own,
+        own_time_s=own_times,
+    )
     return RecoveryProblem.build(
         ready_s=[0.0] * len(survivors) + [reload] * len(recovering),
         queued=[state.load(w.id).queue_length for w in survivors] + [0] * len(recovering),
         kv_free_tokens=[state.load(w.id).gpu_kv_free_tokens for w in survivors]
         + [capacity] * len(recovering),
         kv_tokens=[r.context_tokens for r in interrupted],
-        mode_time_s=times,
-        running=[len(state.requests_on(w.id)) for w in survivors] + [0] * len(recovering),
+        modes=modes,
+        running=[on_worker.get(w.id, 0) for w in survivors] + [0] * len(recovering),
         is_recovering=[False] * len(survivors) + [True] * len(recovering),
         prefix_tokens=[
             r.checkpointed_tokens if r.checkpoint_holder is not None else 0 for r in interrupted

@@ -116,7 +116,7 @@ def check_recovery(problem: RecoveryProblem, plan: RecoveryPlan) -> CheckReport:
         if not 0 <= j < m:
             violations.append(f"request {i}: machine {j} is not a machine index")
             continue
-        times = [float(t) for t in problem.mode_time_s[i, j].tolist()]
+        times = [float(t) for t in problem.modes.at([i], [j])[0].tolist()]
         if not 0 <= mode[i] < len(times) or not math.isfinite(times[mode[i]]):
             violations.append(f"request {i}: mode {mode[i]} is not available on machine {j}")
         kv[j] += float(problem.kv_tokens[i])
@@ -132,7 +132,7 @@ def check_recovery(problem: RecoveryProblem, plan: RecoveryPlan) -> CheckReport:
     for j, seq in enumerate(plan.order):
         clock = float(problem.ready_s[j])
         for i in seq:
-            p = float(problem.mode_time_s[i, j, mode[i]])
+            p = float(problem.modes.at([i], [j])[0, mode[i]])
             clock += p
             objective += clock + float(problem.queued[j]) * p
     return CheckReport(True, objective, ())

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from lumen.planner.mode_times import ModeTimes, ModeTimesError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -176,15 +179,18 @@ class PlacementProblem:
 class RecoveryProblem:
     """Assign interrupted requests to machines and order them (docs/planner.md, section 2).
 
-    ``mode_time_s`` has shape (n, m, 4): the time of each mode of :data:`RECOVERY_MODES` for each
-    (request, machine) pair, ``inf`` where a mode is unavailable.
+    ``modes`` holds the time of each mode of :data:`RECOVERY_MODES` for each (request, machine)
+    pair, ``inf`` where a mode is unavailable, in factored form (:class:`ModeTimes`: per machine
+    class, plus each request's own machine); ``mode_time_s`` is the same as an (n, m, 4) array,
+    built on first use (1 GiB at 16,384 machines x 2,048 requests: large-scale code reads
+    ``modes``).
     """
 
     ready_s: FloatArray
     queued: FloatArray
     kv_free_tokens: FloatArray
     kv_tokens: FloatArray
-    mode_time_s: FloatArray
+    modes: ModeTimes
     #: Requests running on each machine (the paper's rule counts waiting + running).
     running: FloatArray
     #: Whether each machine is a recovering worker (the target of ``wait`` mode).
@@ -202,6 +208,14 @@ class RecoveryProblem:
     def num_requests(self) -> int:
         return int(self.kv_tokens.shape[0])
 
+    @cached_property
+    def mode_time_s(self) -> FloatArray:
+        """The (n, m, 4) mode times (read-only; built from ``modes`` on first use)."""
+        dense = self.modes.dense()
+        if dense.flags.writeable:
+            dense.flags.writeable = False
+        return dense
+
     @classmethod
     def build(
         cls,
@@ -210,23 +224,43 @@ class RecoveryProblem:
         queued: Any,
         kv_free_tokens: Any,
         kv_tokens: Any,
-        mode_time_s: Any,
+        mode_time_s: Any = None,
+        modes: ModeTimes | None = None,
         running: Any = None,
         is_recovering: Any = None,
         prefix_tokens: Any = None,
         machine_ids: Any = None,
         request_ids: Any = None,
     ) -> RecoveryProblem:
-        """Validate and freeze. ``machine_ids``/``request_ids`` map indices back to cluster ids
+        """Validate and freeze. Mode times come either dense (``mode_time_s``, shape (n, m, 4))
+        or factored (``modes``). ``machine_ids``/``request_ids`` map indices back to cluster ids
         (default: the indices themselves)."""
         m = len(ready_s)
         n = len(kv_tokens)
+        if (mode_time_s is None) == (modes is None):
+            raise ProblemError("mode_time_s: give either mode_time_s or modes, not both or none")
+        try:
+            if modes is None:
+                dense = np.asarray(mode_time_s, np.float64)
+                if dense.shape != (n, m, len(RECOVERY_MODES)):
+                    raise ProblemError(
+                        f"mode_time_s: expected shape {(n, m, len(RECOVERY_MODES))},"
+                        f" got {dense.shape}"
+                    )
+                modes = ModeTimes.from_dense(dense)
+        except ModeTimesError as exc:
+            raise ProblemError(str(exc)) from None
+        if (modes.num_requests, modes.num_machines) != (n, m):
+            raise ProblemError(
+                f"modes: expected {n} requests x {m} machines, got"
+                f" {modes.num_requests} x {modes.num_machines}"
+            )
         p = cls(
             ready_s=_array("ready_s", ready_s, np.float64, (m,)),
             queued=_array("queued", queued, np.float64, (m,)),
             kv_free_tokens=_array("kv_free_tokens", kv_free_tokens, np.float64, (m,)),
             kv_tokens=_array("kv_tokens", kv_tokens, np.float64, (n,)),
-            mode_time_s=_array("mode_time_s", mode_time_s, np.float64, (n, m, len(RECOVERY_MODES))),
+            modes=modes,
             running=_array(
                 "running", np.zeros(m) if running is None else running, np.float64, (m,)
             ),
@@ -259,15 +293,30 @@ class RecoveryProblem:
         _nonneg("queued", self.queued)
         _nonneg("kv_free_tokens", self.kv_free_tokens, allow_inf=True)
         _nonneg("kv_tokens", self.kv_tokens)
-        _nonneg("mode_time_s", self.mode_time_s, allow_inf=True)
+        _nonneg("mode_time_s", self.modes.class_time_s, allow_inf=True)
+        _nonneg("mode_time_s", self.modes.own_time_s, allow_inf=True)
         _nonneg("running", self.running)
         _nonneg("prefix_tokens", self.prefix_tokens)
-        if self.num_requests and np.isfinite(self.mode_time_s[:, ~self.is_recovering, 3]).any():
-            raise ProblemError("mode_time_s: wait mode is only available on recovering machines")
+        self._validate_wait()
         if len(set(self.machine_ids.tolist())) != self.num_machines:
             raise ProblemError("machine_ids: duplicate ids")
         if len(set(self.request_ids.tolist())) != self.num_requests:
             raise ProblemError("request_ids: duplicate ids")
+
+    def _validate_wait(self) -> None:
+        if not self.num_requests:
+            return
+        wait = RECOVERY_MODES.index("wait")
+        modes = self.modes
+        # Classes with a serving machine must not offer wait mode, nor may own serving machines.
+        serving = np.zeros(modes.num_classes, bool)
+        serving[modes.machine_class[~self.is_recovering]] = True
+        bad = np.isfinite(modes.class_time_s[:, serving, wait]).any()
+        rows = np.flatnonzero(modes.has_own)
+        own = modes.own_machine[rows]
+        bad |= bool(np.isfinite(modes.own_time_s[rows, wait])[~self.is_recovering[own]].any())
+        if bad:
+            raise ProblemError("mode_time_s: wait mode is only available on recovering machines")
 
     def processing(self) -> tuple[FloatArray, IntArray]:
         """``p[i, j]`` (min over modes, inf when none is available) and the argmin mode index."""

@@ -20,22 +20,27 @@ from lumen.planner.result import SolveResult, Termination
 
 
 def processing_times(problem: RecoveryProblem) -> FloatArray:
-    """``p[i, j]``: the fastest mode's time (inf when no mode is available).
+    """``p[i, j]``: the fastest mode's time (inf when no mode is available), shape (n, m).
 
-    Same values as ``problem.processing()[0]`` without the argmin over modes, which is twice as
-    fast at 512 x 1,024 (the argmin is only needed for the few assigned pairs).
+    Same values as ``problem.processing()[0]``, from the factored mode times without the argmin
+    over modes (only needed for the few assigned pairs) and without the (n, m, 4) array.
     """
-    t = problem.mode_time_s
     if problem.num_requests == 0:
         return np.zeros((0, problem.num_machines))
-    out: FloatArray = np.minimum(np.minimum(t[:, :, 0], t[:, :, 1]), t[:, :, 2])
-    np.minimum(out, t[:, :, 3], out=out)
-    return out
+    return problem.modes.processing()
 
 
-def assigned_times(p: FloatArray, machine: IntArray) -> FloatArray:
-    """Each request's processing time on its assigned machine."""
-    times: FloatArray = p[np.arange(len(machine)), machine]
+def assigned_times(
+    p: FloatArray | None, machine: IntArray, problem: RecoveryProblem | None = None
+) -> FloatArray:
+    """Each request's processing time on its assigned machine, from ``p`` or, when it is None,
+    from ``problem``'s mode times (without an (n, m) matrix)."""
+    rows = np.arange(len(machine))
+    if p is None:
+        if problem is None:
+            raise ValueError("assigned_times: give p or problem")
+        return problem.modes.processing_at(rows, machine)
+    times: FloatArray = p[rows, machine]
     return times
 
 
@@ -45,13 +50,15 @@ def spt_order(machine: IntArray, times: FloatArray) -> IntArray:
     return order
 
 
-def machine_costs(problem: RecoveryProblem, machine: IntArray, p: FloatArray) -> FloatArray:
+def machine_costs(
+    problem: RecoveryProblem, machine: IntArray, p: FloatArray | None = None
+) -> FloatArray:
     """Per machine ``sum of C_i over its requests + queued * P`` in SPT order (inf if a request
     sits on a machine where it has no finite mode)."""
     m = problem.num_machines
     if len(machine) == 0:
         return np.zeros(m)
-    times = assigned_times(p, machine)
+    times = assigned_times(p, machine, problem)
     bad = ~np.isfinite(times)
     if bad.any():  # keep the running sums finite; those machines cost inf anyway
         times = np.where(bad, 0.0, times)
@@ -75,8 +82,6 @@ def recovery_objective(
 ) -> float:
     """``J`` of the SPT plan of ``machine`` (capacity is not checked; inf if a request has no
     finite mode on its machine)."""
-    if p is None:
-        p = processing_times(problem)
     return float(machine_costs(problem, np.asarray(machine, np.int64), p).sum())
 
 
@@ -90,8 +95,6 @@ def violations(
     problem: RecoveryProblem, machine: IntArray, p: FloatArray | None = None
 ) -> list[str]:
     """Why an assignment is infeasible (empty when it is feasible)."""
-    if p is None:
-        p = processing_times(problem)
     n, m = problem.num_requests, problem.num_machines
     machine = np.asarray(machine, np.int64)
     if machine.shape != (n,):
@@ -100,7 +103,7 @@ def violations(
         return ["machine index out of range"]
     out = [
         f"request {i}: no mode available on machine {machine[i]}"
-        for i in np.flatnonzero(~np.isfinite(assigned_times(p, machine)))
+        for i in np.flatnonzero(~np.isfinite(assigned_times(p, machine, problem)))
     ]
     used = kv_usage(problem, machine)
     cap = problem.kv_free_tokens
@@ -124,13 +127,12 @@ def plan_of(
     """The same plan as :meth:`RecoveryPlan.from_assignment` (SPT order, ties by index, fastest
     mode), computing modes only for the assigned pairs: at 512 x 1,024 this saves the full argmin
     over the (n, m, 4) mode array."""
-    if p is None:
-        p = processing_times(problem)
     n, m = problem.num_requests, problem.num_machines
     machine = np.asarray(machine, np.int64)
     rows = np.arange(n)
-    mode = np.argmin(problem.mode_time_s[rows, machine], axis=1).astype(np.int64)
-    order = spt_order(machine, assigned_times(p, machine))
+    times = problem.modes.at(rows, machine)
+    mode = np.argmin(times, axis=1).astype(np.int64)
+    order = spt_order(machine, times[rows, mode])
     bounds = np.searchsorted(machine[order], np.arange(m + 1))
     seqs = tuple(tuple(order[bounds[j] : bounds[j + 1]].tolist()) for j in range(m))
     mach = machine.copy()
@@ -143,12 +145,13 @@ def infeasibility_reason(problem: RecoveryProblem, p: FloatArray | None = None) 
     """A cheap proof that no plan exists, or None when none is found.
 
     Checks that every request has a machine with a finite mode and room for it alone, and that
-    the requests fit the machines' total KV when each goes where it may.
+    the requests fit the machines' total KV when each goes where it may. Without ``p`` it works
+    on the machine classes of the factored mode times (no (n, m) matrix).
     """
-    if p is None:
-        p = processing_times(problem)
     if problem.num_requests == 0:
         return None
+    if p is None:
+        return _reason_by_class(problem)
     kv, cap = problem.kv_tokens, problem.kv_free_tokens
     fits = kv[:, None] <= cap[None, :] + 1e-9 * np.maximum(1.0, cap[None, :])
     allowed = np.isfinite(p) & fits
@@ -161,6 +164,56 @@ def infeasibility_reason(problem: RecoveryProblem, p: FloatArray | None = None) 
         return f"request {i} ({kv[i]:.0f} KV tokens) fits on no machine where it can resume"
     usable = allowed.any(axis=0)
     if kv.sum() > cap[usable].sum() * (1 + 1e-9):
+        return "the requests need more KV than all usable machines have together"
+    return None
+
+
+def _class_capacity(problem: RecoveryProblem, cap: FloatArray) -> FloatArray:
+    """Per request and class, the largest capacity among the class's machines other than the
+    request's own machine (-inf: no such machine), shape (n, C)."""
+    modes = problem.modes
+    n, c, cls = modes.num_requests, modes.num_classes, modes.machine_class
+    order = np.lexsort((-cap, cls))  # by class, largest capacity first
+    starts = np.searchsorted(cls[order], np.arange(c))
+    ends = np.searchsorted(cls[order], np.arange(c), side="right")
+    m = len(cls)
+    first = np.where(ends > starts, order[np.minimum(starts, m - 1)], -1)
+    second = np.where(ends > starts + 1, order[np.minimum(starts + 1, m - 1)], -1)
+    top = np.where(first >= 0, cap[first], -np.inf)
+    out = np.broadcast_to(top, (n, c)).copy()
+    rows = np.flatnonzero(modes.has_own)
+    j = modes.own_machine[rows]
+    k = cls[j]
+    hit = first[k] == j  # the own machine is its class's largest: the next one counts
+    out[rows[hit], k[hit]] = np.where(second[k[hit]] >= 0, cap[second[k[hit]]], -np.inf)
+    return out
+
+
+def _reason_by_class(problem: RecoveryProblem) -> str | None:
+    """:func:`infeasibility_reason` on machine classes: the same proofs in O(n C + m)."""
+    modes = problem.modes
+    kv = problem.kv_tokens
+    cap = problem.kv_free_tokens + 1e-9 * np.maximum(1.0, problem.kv_free_tokens)
+    by_class, own = modes.processing_by_class()
+    best_cap = _class_capacity(problem, cap)
+    finite = np.isfinite(by_class) & (best_cap > -np.inf)
+    own_j = np.maximum(modes.own_machine, 0)
+    own_ok = modes.has_own & np.isfinite(own)
+    none = np.flatnonzero(~finite.any(axis=1) & ~own_ok)
+    if len(none):
+        return f"request {int(none[0])} has no finite mode on any machine"
+    allowed = finite & (kv[:, None] <= best_cap)
+    own_fits = own_ok & (kv <= cap[own_j])
+    stuck = np.flatnonzero(~allowed.any(axis=1) & ~own_fits)
+    if len(stuck):
+        i = int(stuck[0])
+        return f"request {i} ({kv[i]:.0f} KV tokens) fits on no machine where it can resume"
+    # Usable machines (counted generously: a request's own machine is not taken out of its
+    # class here, which can only add machines and so only weakens the proof).
+    smallest = np.where(np.isfinite(by_class), kv[:, None], np.inf).min(axis=0)
+    usable = smallest[modes.machine_class] <= cap
+    usable[own_j[own_fits]] = True
+    if kv.sum() > problem.kv_free_tokens[usable].sum() * (1 + 1e-9):
         return "the requests need more KV than all usable machines have together"
     return None
 

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from lumen.cli import app
 from lumen.planner.builders import BuildCancelled, recovery_problem
 from lumen.planner.costmodel import CostModel
-from lumen.planner.domain import ClusterState, Request, Worker, WorkerState
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
 from lumen.planner.service import wire
 from lumen.planner.service.budget import ProblemBudget, estimate
 from lumen.planner.service.controller import ControllerConfig
@@ -56,15 +56,19 @@ CLEAR = {
 }
 
 
-def wide_state(workers: int, requests: int, failed: int = 4) -> ClusterState:
+def wide_state(workers: int, requests: int, failed: int = 4, kv_room: int = 0) -> ClusterState:
     """``requests`` requests, all homed on the first ``failed`` workers, which are failed: a
-    recovery problem of ``requests`` x ``workers`` cells."""
+    recovery problem of ``requests`` x ``workers`` cells (``kv_room``: KV tokens free on each
+    worker, so that the problem is feasible; queues of 0-6 requests)."""
     ws = [
         Worker(k, k // 8, "A800-80GB", WorkerState.FAILED if k < failed else WorkerState.SERVING)
         for k in range(workers)
     ]
     reqs = [Request(i, i % failed, 1000, 10, 500) for i in range(requests)]
-    return ClusterState.build(ws, reqs, {}, kv_bytes_per_token=163_840)
+    loads = {
+        k: WorkerLoad(queue_length=k % 7, gpu_kv_capacity_tokens=kv_room) for k in range(workers)
+    }
+    return ClusterState.build(ws, reqs, loads if kv_room else {}, kv_bytes_per_token=163_840)
 
 
 def sample(srv: PlannerServer, name: str, **labels: str) -> float:
@@ -135,17 +139,28 @@ def test_a_problem_above_the_budget_is_refused_before_building(
     assert health(srv.target) == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_a_deadline_stops_building_the_problem(make_server: ServerFactory, cost: CostModel) -> None:
+def test_a_deadline_stops_the_work_on_a_large_problem(
+    make_server: ServerFactory, cost: CostModel
+) -> None:
     config = ControllerConfig(cost=cost, budget=ProblemBudget(max_bytes=None, max_seconds=None))
     srv, _ = make_server(config)
-    state = wide_state(2_048, 1_500)  # 3 M cells: seconds of building, cut after 0.3 s
+    # 41 M cells with room on every survivor: built in a fraction of a second on machine
+    # classes, then seconds of greedy insertion, cut by the deadline.
+    state = wide_state(2_048, 20_000, kv_room=200_000)
     request = pb.PlanRecoveryRequest(state=wire.cluster_state_to_proto(state))
     request.options.method = "greedy"
     with grpc.insecure_channel(srv.target) as channel, pytest.raises(grpc.RpcError) as info:
         planner_stub(channel).PlanRecovery(request, timeout=0.3)
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    labels = {"problem": "recovery", "reason": "cancelled"}
-    assert wait_for(lambda: sample(srv, "lumen_planner_problems_abandoned_total", **labels) == 1)
+    abandoned = {"problem": "recovery", "reason": "cancelled"}
+    stopped = {"problem": "recovery", "method": "greedy", "termination": "no solution"}
+    assert wait_for(
+        lambda: (
+            sample(srv, "lumen_planner_problems_abandoned_total", **abandoned)
+            + sample(srv, "lumen_planner_solves_total", **stopped)
+            == 1
+        )
+    )
     assert sample(srv, "lumen_planner_solves_total", problem="recovery", method="greedy",
                   termination="feasible") == 0  # fmt: skip
     assert health(srv.target) == health_pb2.HealthCheckResponse.SERVING

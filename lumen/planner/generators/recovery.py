@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import RecoveryProblem
 
 #: Instance families accepted by :func:`random_recovery_problem`.
@@ -136,17 +137,31 @@ def random_recovery_problem(
     dead = recovering[holder] | (rng.random(n) < fam.dead_fraction)
     prefix[dead] = 0.0
 
-    # Per-machine speed (1 for homogeneous survivors).
+    # Per-machine speed (1 for homogeneous survivors). Machine classes: identical survivors
+    # share class 0 (uneven ones get a class each) and the recovering workers share the last.
     speed = np.ones(m) if fam.homogeneous else rng.uniform(0.8, 1.25, m)
-    modes = np.full((n, m, 4), np.inf)
-    surv = ~recovering
-    modes[:, surv, 2] = recompute[:, None] * speed[None, surv]
+    surv_class = np.zeros(n_surv, np.int64) if fam.homogeneous else np.arange(n_surv)
+    n_cls = int(surv_class.max(initial=-1)) + 2
+    machine_class = np.full(m, n_cls - 1, np.int64)
+    machine_class[surv_idx] = surv_class
+    class_speed = np.ones(n_cls)
+    class_speed[surv_class] = speed[surv_idx]
+    times = np.full((n, n_cls, 4), np.inf)
+    times[:, :-1, 2] = recompute[:, None] * class_speed[None, :-1]
     live = np.flatnonzero(~dead)
-    modes[live[:, None], surv_idx[None, :], 1] = transfer[live, None] * speed[None, surv_idx]
-    modes[live, holder[live], 1] = np.inf
-    modes[live, holder[live], 0] = restore[live] * speed[holder[live]]
+    times[live[:, None], np.arange(n_cls - 1)[None, :], 1] = (
+        transfer[live, None] * class_speed[None, :-1]
+    )
     # Recovering workers: the request waits for the reload, then recomputes there.
-    modes[:, rec_idx, 3] = recompute[:, None]
+    times[:, -1, 3] = recompute
+    # A live checkpoint's holder restores it (no transfer there) or recomputes.
+    own = np.where(dead, -1, holder)
+    own_times = np.full((n, 4), np.inf)
+    own_times[live, 0] = restore[live] * speed[holder[live]]
+    own_times[live, 2] = recompute[live] * speed[holder[live]]
+    modes = ModeTimes.build(
+        machine_class=machine_class, class_time_s=times, own_machine=own, own_time_s=own_times
+    )
 
     kv = context + rng.integers(16, 513, n)  # context plus room for the tokens still to come
     total = float(kv.sum())
@@ -161,7 +176,7 @@ def random_recovery_problem(
         queued=queued,
         kv_free_tokens=kv_free,
         kv_tokens=kv,
-        mode_time_s=modes,
+        modes=modes,
         running=running,
         is_recovering=recovering,
         prefix_tokens=prefix,

@@ -1,11 +1,13 @@
 """Sizing a planning problem before building it, and refusing what would not fit.
 
 Posing a problem costs memory and time in proportion to its *cells*: requests x machines for
-placement and recovery (recovery keeps four mode times per cell), recovering x survivors for
-pairing. :func:`estimate` counts the cells from the snapshot alone (no problem is built) and
-turns them into the bytes and seconds that building and solving take; the controller refuses a
-problem whose estimate is above :class:`ProblemBudget` with :class:`TooLarge`
-(RESOURCE_EXHAUSTED) instead of letting one call take the process's memory.
+placement and recovery, recovering x survivors for pairing. Recovery is the exception above
+:data:`~lumen.planner.heuristics.recovery.HUGE_CELLS` cells with a heuristic backend: its mode
+times are factored by machine class and the greedy works on the classes, so memory grows with
+requests + machines; its build time always does. :func:`estimate` counts the cells from the
+snapshot alone (no problem is built) and turns them into the bytes and seconds that building
+and solving take; the controller refuses a problem whose estimate is above
+:class:`ProblemBudget` with :class:`TooLarge` (RESOURCE_EXHAUSTED) instead of letting one call take the process's memory.
 
 The figures per cell are measured with ``benchmarks/bench_hostile_problem.py`` (peak resident
 memory of the service while it builds and solves recovery with the greedy backend: 70 to 90
@@ -20,13 +22,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lumen.planner.domain import ClusterState
+from lumen.planner.heuristics.recovery import HUGE_CELLS
 from lumen.planner.service.errors import ServiceError
 from lumen.planner.solve import BACKENDS
 
 #: Peak bytes per cell of building and solving with a heuristic backend.
 BYTES_PER_CELL = {"placement": 48, "recovery": 96, "pairing": 48}
-#: Seconds per cell of building a problem (the recovery builder's Python loop dominates).
-SECONDS_PER_CELL = {"placement": 2e-7, "recovery": 1e-6, "pairing": 2e-7}
+#: Seconds per cell of building a problem (recovery: per request and per machine, below).
+SECONDS_PER_CELL = {"placement": 2e-7, "recovery": 0.0, "pairing": 2e-7}
+#: Recovery's build time per interrupted request and per machine (10 us and 1 us measured
+#: at 16,384 machines x 2,048 requests, rounded up).
+RECOVERY_SECONDS_PER_REQUEST = 5e-5
+RECOVERY_SECONDS_PER_MACHINE = 5e-6
+#: Recovery's peak bytes per request and per machine on machine classes (about 450 measured
+#: at 16,384 x 2,048, traced, rounded up).
+RECOVERY_CLASSED_BYTES = 1024
 #: The exact backends' models cost this many times more per cell than the heuristics.
 EXACT_FACTOR = 16
 #: Defaults of :class:`ProblemBudget` (``lumen serve --max-problem-mib/--max-problem-seconds``).
@@ -92,13 +102,16 @@ def estimate(kind: str, method: str, rows: int, columns: int) -> ProblemSize:
     ``method`` (a backend name; unknown names and ``auto`` are charged as exact)."""
     cells = rows * columns
     info = BACKENDS[kind].get(method)
-    factor = 1 if info is not None and not info.exact else EXACT_FACTOR
+    heuristic = info is not None and not info.exact
+    factor = 1 if heuristic else EXACT_FACTOR
+    size = cells * BYTES_PER_CELL[kind] * factor
+    seconds = cells * SECONDS_PER_CELL[kind]
+    if kind == "recovery":
+        seconds = rows * RECOVERY_SECONDS_PER_REQUEST + columns * RECOVERY_SECONDS_PER_MACHINE
+        if heuristic and cells > HUGE_CELLS:
+            size = (rows + columns) * RECOVERY_CLASSED_BYTES
     return ProblemSize(
-        kind=kind,
-        rows=rows,
-        columns=columns,
-        bytes=BASE_BYTES + cells * BYTES_PER_CELL[kind] * factor,
-        seconds=cells * SECONDS_PER_CELL[kind],
+        kind=kind, rows=rows, columns=columns, bytes=BASE_BYTES + size, seconds=seconds
     )
 
 

@@ -1,0 +1,347 @@
+"""The marginal-cost greedy on machine classes, for recovery problems too large for matrices.
+
+At 16,384 machines x 2,048 requests an (n, m) matrix of processing times is 256 MiB and every
+pass over it costs tens of milliseconds. With factored mode times (:class:`ModeTimes`) the
+machines of one class give a request the same processing time, so among a class's *empty*
+machines with the same queue the cheapest for any request is the one ready first: insertion
+needs only the head of each (class, queue) group, the occupied machines (at most n) and the
+request's own machine. :func:`classed_insertion` inserts requests in decreasing-regret order,
+each where it raises ``J`` least among those candidates, with the exact SPT insertion cost
+(:func:`lumen.planner.recovery_eval.insertion_cost`). Its plan is the plan of the matrix greedy's
+insertion (:func:`lumen.planner.heuristics.recovery.greedy_assignment`) with the same order, up to
+ties and to empty machines skipped for lack of KV room beyond the first few of a group.
+Passes of single moves follow, each request in turn leaving its machine for the candidate
+where it costs least when that lowers ``J`` (the same candidates, the same exact costs).
+``benchmarks/bench_recovery.py`` compares it with the matrix search.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
+from lumen.planner.result import Limit
+
+#: Empty machines of a group tried past its head when the head lacks KV room for a request.
+ROOM_SCAN = 8
+#: The cancel event is checked once per this many requests.
+CHECK_EVERY = 64
+
+
+@dataclass
+class _Groups:
+    """Empty machines grouped by (class, queue), each group sorted by ready time, with each
+    group's head (its first empty machine) kept in arrays for vectorized costs."""
+
+    machines: IntArray  # concatenated groups
+    end: IntArray  # per group: one past its last position in ``machines``
+    klass: IntArray  # per group: its machine class
+    slope: FloatArray  # per group: 1 + queued
+    ptr: IntArray  # per group: position of its head
+    group_of: IntArray  # per machine: its group
+    head: IntArray  # per group: its head machine (-1: none left)
+    head_a: FloatArray  # ... its ready time (inf: none left)
+    head_room: FloatArray  # ... its KV room (-inf: none left)
+
+    @classmethod
+    def of(cls, problem: RecoveryProblem) -> _Groups:
+        mc, q, m = problem.modes.machine_class, problem.queued, problem.num_machines
+        order = np.lexsort((np.arange(m), problem.ready_s, q, mc)).astype(np.int64)
+        key_c, key_q = mc[order], q[order]
+        new = np.r_[True, (key_c[1:] != key_c[:-1]) | (key_q[1:] != key_q[:-1])]
+        start = np.flatnonzero(new).astype(np.int64)
+        group_of = np.empty(m, np.int64)
+        group_of[order] = np.cumsum(new) - 1
+        head = order[start]
+        return cls(
+            machines=order,
+            end=np.r_[start[1:], m].astype(np.int64),
+            klass=key_c[start],
+            slope=1.0 + key_q[start],
+            ptr=start.copy(),
+            group_of=group_of,
+            head=head,
+            head_a=problem.ready_s[head].astype(np.float64),
+            head_room=problem.kv_free_tokens[head].astype(np.float64),
+        )
+
+    def take(self, j: int, taken: BoolArray, room: FloatArray, ready: FloatArray) -> None:
+        """Machine ``j`` is no longer empty: move its group's head past taken machines."""
+        g = int(self.group_of[j])
+        p, end = int(self.ptr[g]), int(self.end[g])
+        while p < end and taken[self.machines[p]]:
+            p += 1
+        self.ptr[g] = p
+        if p < end:
+            h = int(self.machines[p])
+            self.head[g], self.head_a[g], self.head_room[g] = h, ready[h], room[h]
+        else:
+            self.head[g], self.head_a[g], self.head_room[g] = -1, np.inf, -np.inf
+
+    def next_fit(self, g: int, skip: int, kv: float, room: FloatArray, taken: BoolArray) -> int:
+        """The first empty machine of group ``g`` other than ``skip`` with room for ``kv``,
+        looking at most :data:`ROOM_SCAN` machines past those without room (-1: none)."""
+        p, end, seen = int(self.ptr[g]), int(self.end[g]), 0
+        while p < end and seen <= ROOM_SCAN:
+            j = int(self.machines[p])
+            if not taken[j] and j != skip:
+                if room[j] >= kv:
+                    return j
+                seen += 1
+            p += 1
+        return -1
+
+
+def regret_order(
+    problem: RecoveryProblem, pc: FloatArray, po: FloatArray, groups: _Groups
+) -> IntArray:
+    """Decreasing regret (second-cheapest minus cheapest standalone cost; one place only
+    first), over each group's first two machines and the request's own machine (KV room is
+    not considered); ties by index."""
+    n = problem.num_requests
+    a, q = problem.ready_s, problem.queued
+    first = np.r_[0, groups.end[:-1]]
+    costs = [np.full((n, 1), np.inf)]
+    for rank in (0, 1):
+        pos = first + rank
+        ok = pos < groups.end
+        heads = groups.machines[pos[ok]]
+        costs.append(a[heads][None, :] + pc[:, groups.klass[ok]] * groups.slope[ok][None, :])
+    own = problem.modes.own_machine
+    has = own >= 0
+    own_cost = np.full(n, np.inf)
+    own_cost[has] = a[own[has]] + po[has] * (1.0 + q[own[has]])
+    costs.append(own_cost[:, None])
+    alone = np.concatenate(costs, axis=1)
+    alone.partition(1, axis=1)
+    loss = np.where(np.isfinite(alone[:, 1]), alone[:, 1] - alone[:, 0], np.inf)
+    order: IntArray = np.lexsort((np.arange(n), -loss))
+    return order
+
+
+class _Occupied:
+    """The machines holding requests (in order of occupation: their slots) with their ready
+    time, slope, class and KV room, and every placement as a flat entry (slot, class, time)
+    for the shared term ``sum_k min(t_k, x)`` of the insertion cost."""
+
+    def __init__(self, n: int, m: int, entries: int) -> None:
+        self.machines = np.empty(n, np.int64)
+        self.slot = np.full(m, -1, np.int64)
+        self.a = np.empty(n)
+        self.s = np.empty(n)
+        self.cls = np.empty(n, np.int64)
+        self.room = np.empty(n)
+        self.times: list[list[float]] = [[] for _ in range(n)]
+        self.e_slot = np.empty(entries, np.int64)
+        self.e_cls = np.empty(entries, np.int64)
+        self.e_t = np.empty(entries)
+        self.k = 0  # occupied machines
+        self.c = 0  # entries
+
+    def add(
+        self, j: int, klass: int, t: float, a: float, s: float, room: float
+    ) -> tuple[bool, int]:
+        """Put a request of time ``t`` on machine ``j`` (``room``: its KV room before);
+        whether ``j`` was empty and the request's entry."""
+        u = int(self.slot[j])
+        new = u < 0
+        if new:
+            u = self.k
+            self.slot[j] = u
+            self.machines[u], self.a[u], self.s[u], self.cls[u] = j, a, s, klass
+            self.k += 1
+        self.room[u] = room
+        self.times[u].append(t)
+        c = self.c
+        self.e_slot[c], self.e_cls[c], self.e_t[c] = u, klass, t
+        self.c += 1
+        return new, c
+
+    def remove(self, entry: int, room: float) -> None:
+        """Take an entry's request off its machine (``room``: the machine's KV room after).
+        The entry then shares nothing (time 0); an emptied machine stays here, where it costs
+        what an empty machine costs."""
+        u = int(self.e_slot[entry])
+        self.times[u].remove(float(self.e_t[entry]))
+        self.e_t[entry] = 0.0
+        self.room[u] = room
+
+
+class _Insertion:
+    """The state of :func:`classed_insertion` and the cost of each kind of candidate."""
+
+    def __init__(self, problem: RecoveryProblem, moves: int) -> None:
+        self.problem = problem
+        self.pc, self.po = problem.modes.processing_by_class()
+        self.own = problem.modes.own_machine
+        self.mc = problem.modes.machine_class
+        self.kv = problem.kv_tokens
+        self.a, self.s = problem.ready_s, 1.0 + problem.queued
+        self.room = problem.kv_free_tokens.astype(np.float64).copy()
+        self.groups = _Groups.of(problem)
+        self.taken = np.zeros(problem.num_machines, bool)
+        n = problem.num_requests
+        self.occ = _Occupied(n, problem.num_machines, n + moves)
+        self.machine = np.full(n, -1, np.int64)
+        self.entry = np.full(n, -1, np.int64)
+
+    def best_occupied(self, row: FloatArray, kv: float, j_own: int, skip: int) -> tuple[int, float]:
+        """The cheapest occupied machine with room (the request's own machine and ``skip``
+        aside)."""
+        occ = self.occ
+        k, c = occ.k, occ.c
+        if not k:
+            return -1, np.inf
+        shared = np.bincount(
+            occ.e_slot[:c], np.minimum(occ.e_t[:c], row[occ.e_cls[:c]]), minlength=k
+        )
+        cost = row[occ.cls[:k]]
+        cost *= occ.s[:k]
+        cost += occ.a[:k]
+        cost += shared
+        cost[occ.room[:k] < kv] = np.inf
+        for j in (j_own, skip):
+            if j >= 0 and occ.slot[j] >= 0:
+                cost[occ.slot[j]] = np.inf  # own: its own time applies there
+        u = int(np.argmin(cost))
+        return int(occ.machines[u]), float(cost[u])
+
+    def best_empty(self, row: FloatArray, kv: float, j_own: int) -> tuple[int, float]:
+        """The cheapest empty machine with room: the best group head (the request's own
+        machine aside; a head without room gives way to the next machines of its group)."""
+        gr = self.groups
+        cost = row[gr.klass]
+        cost *= gr.slope
+        cost += gr.head_a
+        blocked = np.flatnonzero(gr.head_room < kv).tolist()
+        if j_own >= 0 and gr.head[gr.group_of[j_own]] == j_own:
+            blocked.append(int(gr.group_of[j_own]))
+        heads = gr.head
+        if blocked:
+            heads = heads.copy()
+            for g in blocked:
+                if gr.head[g] < 0:
+                    continue
+                j = gr.next_fit(g, j_own, kv, self.room, self.taken)
+                heads[g] = j
+                cost[g] = self.a[j] + row[gr.klass[g]] * gr.slope[g] if j >= 0 else np.inf
+        g = int(np.argmin(cost))
+        return int(heads[g]), float(cost[g])
+
+    def own_cost(self, i: int, kv: float) -> float:
+        """The cost on the request's own machine (inf: none, no room or no mode there)."""
+        j = int(self.own[i])
+        if j < 0 or self.room[j] < kv or not np.isfinite(self.po[i]):
+            return np.inf
+        x = float(self.po[i])
+        u = int(self.occ.slot[j])
+        share = sum(min(t, x) for t in self.occ.times[u]) if u >= 0 else 0.0
+        return float(self.a[j]) + x * float(self.s[j]) + share
+
+    def best(self, i: int, skip: int = -1) -> tuple[int, float]:
+        """The cheapest machine for request ``i`` other than ``skip`` and its insertion cost."""
+        row, kv, j_own = self.pc[i], float(self.kv[i]), int(self.own[i])
+        best_j, best = self.best_occupied(row, kv, j_own, skip)
+        j, cost = self.best_empty(row, kv, j_own)
+        if cost < best:
+            best_j, best = j, cost
+        if j_own != skip:
+            cost = self.own_cost(i, kv)
+            if cost < best:
+                best_j, best = j_own, cost
+        return best_j, best
+
+    def place(self, i: int, j: int) -> None:
+        """Put request ``i`` on machine ``j``."""
+        t = float(self.po[i]) if j == self.own[i] else float(self.pc[i, self.mc[j]])
+        self.room[j] -= float(self.kv[i])
+        new, self.entry[i] = self.occ.add(
+            j, int(self.mc[j]), t, float(self.a[j]), float(self.s[j]), float(self.room[j])
+        )
+        if new:
+            self.taken[j] = True
+            self.groups.take(j, self.taken, self.room, self.a)
+        self.machine[i] = j
+
+    def leave(self, i: int) -> tuple[float, float]:
+        """Take request ``i`` off its machine; returns its time there and what leaving saves
+        (its insertion cost there given the machine's other requests)."""
+        j = int(self.machine[i])
+        entry = int(self.entry[i])
+        t = float(self.occ.e_t[entry])
+        self.room[j] += float(self.kv[i])
+        self.occ.remove(entry, float(self.room[j]))
+        share = sum(min(x, t) for x in self.occ.times[int(self.occ.slot[j])])
+        return t, float(self.a[j]) + t * float(self.s[j]) + share
+
+    def stay(self, i: int, t: float) -> None:
+        """Undo :meth:`leave` (request ``i`` of time ``t`` back on its machine, same entry)."""
+        j = int(self.machine[i])
+        entry = int(self.entry[i])
+        self.room[j] -= float(self.kv[i])
+        occ = self.occ
+        u = int(occ.slot[j])
+        occ.e_t[entry] = t
+        occ.times[u].append(t)
+        occ.room[u] = self.room[j]
+
+
+class Stopped(Exception):
+    """Insertion stopped before every request had a machine; ``limit`` says why."""
+
+    def __init__(self, limit: Limit, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def _stop(cancel: threading.Event | None, deadline: float) -> Limit | None:
+    if cancel is not None and cancel.is_set():
+        return Limit.CANCELLED
+    return Limit.TIME if time.perf_counter() > deadline else None
+
+
+def classed_insertion(
+    problem: RecoveryProblem,
+    passes: int = 1,
+    cancel: threading.Event | None = None,
+    deadline: float = math.inf,
+) -> IntArray | None:
+    """Insert every request where it raises ``J`` least (see the module docstring), then make
+    up to ``passes`` passes of single moves over the requests in the same order, each to the
+    machine where it costs least when that lowers ``J``. None when a request finds no
+    candidate machine with room.
+
+    A set ``cancel`` event or a ``deadline`` passed (``time.perf_counter()``; both checked
+    every :data:`CHECK_EVERY` requests) raise :class:`Stopped` during insertion and end the
+    move passes early (the plan then depends on timing; without them it does not)."""
+    n = problem.num_requests
+    state = _Insertion(problem, n * passes)
+    order = regret_order(problem, state.pc, state.po, state.groups).tolist()
+    for k, i in enumerate(order):
+        if k % CHECK_EVERY == 0 and (limit := _stop(cancel, deadline)) is not None:
+            raise Stopped(limit, f"stopped ({limit.value}) after inserting {k} of {n} requests")
+        j, cost = state.best(i)
+        if j < 0 or not np.isfinite(cost):
+            return None
+        state.place(i, j)
+    for _ in range(passes):
+        moved = 0
+        for k, i in enumerate(order):
+            if k % CHECK_EVERY == 0 and _stop(cancel, deadline) is not None:
+                return state.machine
+            here = int(state.machine[i])
+            t, gain = state.leave(i)
+            j, cost = state.best(i, skip=here)
+            if j >= 0 and cost < gain - 1e-12 * max(1.0, gain):
+                state.place(i, j)
+                moved += 1
+            else:
+                state.stay(i, t)
+        if not moved:
+            break
+    return state.machine
