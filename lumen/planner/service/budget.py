@@ -7,7 +7,8 @@ times are factored by machine class and the greedy works on the classes, so memo
 requests + machines; its build time always does. :func:`estimate` counts the cells from the
 snapshot alone (no problem is built) and turns them into the bytes and seconds that building
 and solving take; the controller refuses a problem whose estimate is above
-:class:`ProblemBudget` with :class:`TooLarge` (RESOURCE_EXHAUSTED) instead of letting one call take the process's memory.
+:class:`ProblemBudget` with :class:`TooLarge` (RESOURCE_EXHAUSTED) instead of letting one call take
+the process's memory.
 
 The figures per cell are measured with ``benchmarks/bench_hostile_problem.py`` (peak resident
 memory of the service while it builds and solves recovery with the greedy backend: 70 to 90
