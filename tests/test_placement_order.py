@@ -75,7 +75,8 @@ def _state(rng: np.random.Generator, m: int, rule: str) -> PlacementState:
 def _walk(rng: np.random.Generator, state: PlacementState, steps: int) -> int:
     """Random placements, releases and wait and hold changes; every choice is compared with
     the reference. Returns how many requests were placed."""
-    m, placed, done = state.num_workers, [], 0
+    m, done = state.num_workers, 0
+    placed: list[tuple[int, int, float, float, float]] = []
     for _ in range(steps):
         op = rng.random()
         if op < 0.08:
