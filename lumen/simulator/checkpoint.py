@@ -123,12 +123,13 @@ class CheckpointPlacer:
         does; otherwise ``workers`` are asked one by one."""
         now = worker.sim.now
         if now - self._refreshed >= WAIT_REFRESH_S:
-            wait = self.state.wait_s
             if waits is not None:
-                wait[:] = waits(now)
+                self.state.update_wait(waits(now))
             else:
+                wait = self.state.wait_s.copy()
                 for w in workers:
                     wait[w.index] = math.inf if w.down else w.estimated_wait_s(now)
+                self.state.update_wait(wait)
             self._refreshed = now
         req = worker.requests
         tokens = req.context_tokens[rid] + req.todo_tokens[rid]

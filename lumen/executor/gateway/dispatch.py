@@ -159,7 +159,7 @@ class HolderPlacer:
     def update_wait(self, worker_id: int, wait_s: float) -> None:
         with self._lock:
             if self._state is not None:
-                self._state.wait_s[self.board.index[worker_id]] = wait_s
+                self._state.set_wait(self.board.index[worker_id], wait_s)
 
     def choose(self, request: TrackedRequest, home: int, resumed: bool) -> int | None:
         """The holder of ``request`` running on ``home`` (None: no checkpoint)."""
