@@ -1,0 +1,115 @@
+"""The greedy on machine classes: the matrix greedy's insertion, moves that only lower J, the
+routing of solve_greedy, and stopping on cancel or deadline."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from lumen.planner.checker import check_recovery
+from lumen.planner.generators.recovery import random_recovery_problem
+from lumen.planner.heuristics import recovery as H
+from lumen.planner.heuristics.recovery_scale import _Groups, classed_insertion, regret_order
+from lumen.planner.mode_times import ModeTimes
+from lumen.planner.problems import RecoveryProblem
+from lumen.planner.recovery_eval import (
+    is_feasible,
+    processing_times,
+    recovery_objective,
+    standalone_costs,
+)
+from lumen.planner.result import Limit, SolveSettings, Termination
+
+
+@pytest.mark.parametrize("family", ["uniform", "skewed", "multi-failure"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_insertion_on_classes_is_the_matrix_greedys_insertion(family: str, seed: int) -> None:
+    problem = random_recovery_problem(np.random.default_rng(seed), 300, 120, family)
+    assert problem.modes.num_classes == 2  # survivors and recovering workers
+    pc, po = problem.modes.processing_by_class()
+    order = regret_order(problem, pc, po, _Groups.of(problem))
+    p = processing_times(problem)
+    dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
+    classed = classed_insertion(problem, passes=0)
+    assert classed is not None and dense is not None
+    np.testing.assert_array_equal(classed, dense)
+
+
+@pytest.mark.parametrize("family", ["uniform", "tight-kv", "multi-failure"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_move_passes_keep_the_plan_feasible_and_never_raise_j(family: str, seed: int) -> None:
+    problem = random_recovery_problem(np.random.default_rng(seed), 200, 300, family)
+    values = []
+    for passes in (0, 1, 2):
+        machine = classed_insertion(problem, passes=passes)
+        assert machine is not None and is_feasible(problem, machine)
+        values.append(recovery_objective(problem, machine))
+    assert values[1] <= values[0] + 1e-9 and values[2] <= values[1] + 1e-9
+    assert values[1] < values[0]  # at this size a pass finds improving moves
+
+
+def test_a_request_restores_on_its_own_machine_when_that_is_cheapest() -> None:
+    """Machine 0 heads the survivors' group (ready first) and is request 0's holder: its own
+    time (restore, 0.1 s) applies there, not the class time (recompute, 2 s); request 1 is
+    recomputed on the next survivor, ready at 0.05 s, rather than after the restore."""
+    times = np.full((2, 2, 4), np.inf)
+    times[:, 0, 2] = 2.0  # recompute on any survivor
+    times[:, 1, 3] = 3.0  # wait for the recovering worker
+    own_times = np.full((2, 4), np.inf)
+    own_times[0, 0] = 0.1
+    modes = ModeTimes.build(
+        machine_class=[0, 0, 0, 1], class_time_s=times, own_machine=[0, -1], own_time_s=own_times
+    )
+    problem = RecoveryProblem.build(
+        ready_s=[0.0, 0.05, 0.6, 30.0],
+        queued=[0, 0, 0, 0],
+        kv_free_tokens=[100, 100, 100, 100],
+        kv_tokens=[10, 10],
+        modes=modes,
+        is_recovering=[False, False, False, True],
+    )
+    machine = classed_insertion(problem, passes=1)
+    assert machine is not None
+    assert machine[0] == 0
+    # Request 1 costs 0 + 2 + 0.1 on machine 0 (after the restore), 0.05 + 2 on machine 1.
+    assert machine[1] == 1
+    report = check_recovery(problem, H.plan_of(problem, machine))
+    assert report.feasible and report.objective == pytest.approx(0.1 + 2.05)
+
+
+def test_solve_greedy_takes_the_classes_above_the_threshold_only() -> None:
+    big = random_recovery_problem(np.random.default_rng(4), 400, 300, "uniform")
+    assert big.num_machines * big.num_requests > H.CLASSED_CELLS
+    assert H.uses_classes(big)
+    dense = RecoveryProblem.build(
+        ready_s=big.ready_s,
+        queued=big.queued,
+        kv_free_tokens=big.kv_free_tokens,
+        kv_tokens=big.kv_tokens,
+        mode_time_s=big.mode_time_s,
+        running=big.running,
+        is_recovering=big.is_recovering,
+        prefix_tokens=big.prefix_tokens,
+    )
+    assert not H.uses_classes(dense)  # one class per machine: the matrix search
+    tight = random_recovery_problem(np.random.default_rng(4), 200, 600, "tight-kv")
+    assert not H.uses_classes(tight)  # tight KV keeps swaps and ejections
+    small = random_recovery_problem(np.random.default_rng(4), 40, 30, "uniform")
+    assert not H.uses_classes(small)
+    res = H.solve_greedy(big, SolveSettings())
+    assert res.termination is Termination.FEASIBLE and res.plan is not None
+    report = check_recovery(big, res.plan)
+    assert report.feasible and report.objective == pytest.approx(res.objective, rel=1e-9)
+
+
+def test_the_greedy_on_classes_stops_on_cancel_and_at_the_deadline() -> None:
+    problem = random_recovery_problem(np.random.default_rng(5), 400, 300, "uniform")
+    cancel = threading.Event()
+    cancel.set()
+    res = H.solve_greedy(problem, SolveSettings(cancel=cancel))
+    assert (res.termination, res.limit) == (Termination.NO_SOLUTION, Limit.CANCELLED)
+    res = H.solve_greedy(problem, SolveSettings(time_limit_s=1e-9))
+    assert (res.termination, res.limit) == (Termination.NO_SOLUTION, Limit.TIME)
+    assert H.solve_greedy(problem, SolveSettings()).termination is Termination.FEASIBLE
