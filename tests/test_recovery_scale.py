@@ -113,3 +113,27 @@ def test_the_greedy_on_classes_stops_on_cancel_and_at_the_deadline() -> None:
     res = H.solve_greedy(problem, SolveSettings(time_limit_s=1e-9))
     assert (res.termination, res.limit) == (Termination.NO_SOLUTION, Limit.TIME)
     assert H.solve_greedy(problem, SolveSettings()).termination is Termination.FEASIBLE
+
+
+def test_a_slow_own_machine_is_not_costed_at_its_class_time() -> None:
+    """Request 0's holder (machine 0, first of the survivors) only recomputes, slowly (5 s
+    there, 2 s on the other survivors): the class time must not stand in for its own."""
+    times = np.full((1, 2, 4), np.inf)
+    times[0, 0, 2] = 2.0
+    times[0, 1, 3] = 3.0
+    own_times = np.full((1, 4), np.inf)
+    own_times[0, 2] = 5.0
+    modes = ModeTimes.build(
+        machine_class=[0, 0, 1], class_time_s=times, own_machine=[0], own_time_s=own_times
+    )
+    problem = RecoveryProblem.build(
+        ready_s=[0.0, 0.05, 30.0],
+        queued=[0, 0, 0],
+        kv_free_tokens=[100, 100, 100],
+        kv_tokens=[10],
+        modes=modes,
+        is_recovering=[False, False, True],
+    )
+    for passes in (0, 1):
+        machine = classed_insertion(problem, passes=passes)
+        assert machine is not None and machine.tolist() == [1]
