@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -91,7 +93,9 @@ def _problem(modes: ModeTimes, kv: np.ndarray, cap: np.ndarray) -> RecoveryProbl
 def test_a_problem_takes_dense_or_factored_times_and_not_both() -> None:
     modes = random_modes(3).modify(3, np.inf)
     dense = modes.dense()
-    kw = dict(ready_s=np.zeros(9), queued=np.zeros(9), kv_free_tokens=np.ones(9), kv_tokens=[1] * 7)
+    kw: dict[str, Any] = dict(
+        ready_s=np.zeros(9), queued=np.zeros(9), kv_free_tokens=np.ones(9), kv_tokens=[1] * 7
+    )
     a = RecoveryProblem.build(**kw, modes=modes)
     b = RecoveryProblem.build(**kw, mode_time_s=dense)
     np.testing.assert_array_equal(a.mode_time_s, b.mode_time_s)

@@ -16,6 +16,7 @@ from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import RecoveryProblem
 from lumen.planner.recovery_eval import (
     is_feasible,
+    plan_of,
     processing_times,
     recovery_objective,
     standalone_costs,
@@ -75,7 +76,7 @@ def test_a_request_restores_on_its_own_machine_when_that_is_cheapest() -> None:
     assert machine[0] == 0
     # Request 1 costs 0 + 2 + 0.1 on machine 0 (after the restore), 0.05 + 2 on machine 1.
     assert machine[1] == 1
-    report = check_recovery(problem, H.plan_of(problem, machine))
+    report = check_recovery(problem, plan_of(problem, machine))
     assert report.feasible and report.objective == pytest.approx(0.1 + 2.05)
 
 
