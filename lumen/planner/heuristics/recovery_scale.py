@@ -203,7 +203,8 @@ class _Insertion:
         k, c = occ.k, occ.c
         if not k:
             return -1, np.inf
-        cost = np.bincount(occ.e_slot[:c], np.minimum(occ.e_t[:c], row[occ.e_cls[:c]]), minlength=k)
+        shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
+        cost: FloatArray = np.bincount(occ.e_slot[:c], shared, minlength=k).astype(np.float64)
         cost += row[occ.cls[:k]] * occ.s[:k]
         cost += occ.a[:k]
         for j in (j_own, skip):
