@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from lumen.planner.problems import BoolArray, FloatArray, IntArray, RecoveryProblem
+from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
 from lumen.planner.result import Limit
 
 #: Empty machines of a group tried past its head when the head lacks KV room for a request.
@@ -48,6 +49,7 @@ class _Groups:
     head_a: FloatArray  # ... its ready time (inf: none left)
     head_room: FloatArray  # ... its KV room (inf: none left, never blocks)
     min_room: float = 0.0  # the least KV room among the heads that are left
+    group_list: list[int] = field(default_factory=list)  # ``group_of`` for scalar reads
 
     @classmethod
     def of(cls, problem: RecoveryProblem) -> _Groups:
@@ -71,23 +73,28 @@ class _Groups:
             head_a=problem.ready_s[head].astype(np.float64),
             head_room=rooms,
             min_room=float(rooms.min(initial=np.inf)),
+            group_list=group_of.tolist(),
         )
 
-    def take(self, j: int, taken: BoolArray, room: FloatArray, ready: FloatArray) -> None:
+    def take(self, j: int, taken: list[bool], room: list[float], ready: list[float]) -> None:
         """Machine ``j`` is no longer empty: move its group's head past taken machines."""
         g = int(self.group_of[j])
         p, end = int(self.ptr[g]), int(self.end[g])
         while p < end and taken[self.machines[p]]:
             p += 1
         self.ptr[g] = p
+        was = float(self.head_room[g])
         if p < end:
             h = int(self.machines[p])
             self.head[g], self.head_a[g], self.head_room[g] = h, ready[h], room[h]
         else:
             self.head[g], self.head_a[g], self.head_room[g] = -1, np.inf, np.inf
-        self.min_room = float(self.head_room.min())
+        if was <= self.min_room:  # the least room may have left: look again
+            self.min_room = float(self.head_room.min())
+        else:
+            self.min_room = min(self.min_room, float(self.head_room[g]))
 
-    def next_fit(self, g: int, skip: int, kv: float, room: FloatArray, taken: BoolArray) -> int:
+    def next_fit(self, g: int, skip: int, kv: float, room: list[float], taken: list[bool]) -> int:
         """The first empty machine of group ``g`` other than ``skip`` with room for ``kv``,
         looking at most :data:`ROOM_SCAN` machines past those without room (-1: none)."""
         p, end, seen = int(self.ptr[g]), int(self.end[g]), 0
@@ -131,11 +138,12 @@ def regret_order(
 class _Occupied:
     """The machines holding requests (in order of occupation: their slots) with their ready
     time, slope, class and KV room, and every placement as a flat entry (slot, class, time)
-    for the shared term ``sum_k min(t_k, x)`` of the insertion cost."""
+    for the shared term ``sum_k min(t_k, x)`` of the insertion cost. Scalars read one at a time
+    live in Python lists (numpy's scalar access costs more than the vector work here)."""
 
     def __init__(self, n: int, m: int, entries: int) -> None:
         self.machines = np.empty(n, np.int64)
-        self.slot = np.full(m, -1, np.int64)
+        self.slot: list[int] = [-1] * m
         self.a = np.empty(n)
         self.s = np.empty(n)
         self.cls = np.empty(n, np.int64)
@@ -150,9 +158,9 @@ class _Occupied:
     def add(
         self, j: int, klass: int, t: float, a: float, s: float, room: float
     ) -> tuple[bool, int]:
-        """Put a request of time ``t`` on machine ``j`` (``room``: its KV room before);
+        """Put a request of time ``t`` on machine ``j`` (``room``: its KV room after);
         whether ``j`` was empty and the request's entry."""
-        u = int(self.slot[j])
+        u = self.slot[j]
         new = u < 0
         if new:
             u = self.k
@@ -166,35 +174,28 @@ class _Occupied:
         self.c += 1
         return new, c
 
-    def remove(self, entry: int, room: float) -> None:
-        """Take an entry's request off its machine (``room``: the machine's KV room after).
-        The entry then shares nothing (time 0); an emptied machine stays here, where it costs
-        what an empty machine costs."""
-        u = int(self.e_slot[entry])
-        self.times[u].remove(float(self.e_t[entry]))
-        self.e_t[entry] = 0.0
-        self.room[u] = room
-
 
 class _Insertion:
     """The state of :func:`classed_insertion` and the cost of each kind of candidate."""
 
     def __init__(self, problem: RecoveryProblem, moves: int) -> None:
         self.problem = problem
-        self.pc, self.po = problem.modes.processing_by_class()
-        self.own = problem.modes.own_machine
-        self.mc = problem.modes.machine_class
-        self.kv = problem.kv_tokens
-        self.a, self.s = problem.ready_s, 1.0 + problem.queued
-        self.room = problem.kv_free_tokens.astype(np.float64).copy()
+        self.pc, po = problem.modes.processing_by_class()
+        self.po: list[float] = po.tolist()
+        self.own: list[int] = problem.modes.own_machine.tolist()
+        self.mc: list[int] = problem.modes.machine_class.tolist()
+        self.kv: list[float] = problem.kv_tokens.astype(np.float64).tolist()
+        self.a: list[float] = problem.ready_s.astype(np.float64).tolist()
+        self.s: list[float] = (1.0 + problem.queued).astype(np.float64).tolist()
+        self.room: list[float] = problem.kv_free_tokens.astype(np.float64).tolist()
         self.groups = _Groups.of(problem)
         #: Per request and group, x * (1 + queued) on the group's machines.
         self.slope_cost = self.pc[:, self.groups.klass] * self.groups.slope[None, :]
-        self.taken = np.zeros(problem.num_machines, bool)
+        self.taken: list[bool] = [False] * problem.num_machines
         n = problem.num_requests
         self.occ = _Occupied(n, problem.num_machines, n + moves)
-        self.machine = np.full(n, -1, np.int64)
-        self.entry = np.full(n, -1, np.int64)
+        self.machine: list[int] = [-1] * n
+        self.entry: list[int] = [-1] * n
 
     def best_occupied(self, row: FloatArray, kv: float, j_own: int, skip: int) -> tuple[int, float]:
         """The cheapest occupied machine with room (the request's own machine and ``skip``
@@ -202,17 +203,17 @@ class _Insertion:
         occ = self.occ
         k, c = occ.k, occ.c
         if not k:
-            return -1, np.inf
+            return -1, math.inf
         shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
-        cost: FloatArray = np.bincount(occ.e_slot[:c], shared, minlength=k).astype(np.float64)
+        cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
         cost += row[occ.cls[:k]] * occ.s[:k]
         cost += occ.a[:k]
         for j in (j_own, skip):
             if j >= 0 and occ.slot[j] >= 0:
-                cost[occ.slot[j]] = np.inf  # own: its own time applies there
+                cost[occ.slot[j]] = math.inf  # own: its own time applies there
         u = int(cost.argmin())
         if occ.room[u] < kv:  # mask the full machines only when the cheapest one is full
-            cost[occ.room[:k] < kv] = np.inf
+            cost[occ.room[:k] < kv] = math.inf
             u = int(cost.argmin())
         return int(occ.machines[u]), float(cost[u])
 
@@ -222,8 +223,8 @@ class _Insertion:
         gr = self.groups
         cost = self.slope_cost[i] + gr.head_a
         blocked: list[int] = np.flatnonzero(gr.head_room < kv).tolist() if kv > gr.min_room else []
-        if j_own >= 0 and gr.head[gr.group_of[j_own]] == j_own:
-            blocked.append(int(gr.group_of[j_own]))
+        if j_own >= 0 and gr.head[gr.group_list[j_own]] == j_own:
+            blocked.append(gr.group_list[j_own])
         heads = gr.head
         if blocked:
             heads = heads.copy()
@@ -232,23 +233,23 @@ class _Insertion:
                     continue
                 j = gr.next_fit(g, j_own, kv, self.room, self.taken)
                 heads[g] = j
-                cost[g] = self.a[j] + row[gr.klass[g]] * gr.slope[g] if j >= 0 else np.inf
+                cost[g] = self.a[j] + row[gr.klass[g]] * gr.slope[g] if j >= 0 else math.inf
         g = int(cost.argmin())
         return int(heads[g]), float(cost[g])
 
     def own_cost(self, i: int, kv: float) -> float:
         """The cost on the request's own machine (inf: none, no room or no mode there)."""
-        j = int(self.own[i])
-        if j < 0 or self.room[j] < kv or not np.isfinite(self.po[i]):
-            return np.inf
-        x = float(self.po[i])
-        u = int(self.occ.slot[j])
+        j = self.own[i]
+        x = self.po[i]
+        if j < 0 or self.room[j] < kv or x == math.inf:
+            return math.inf
+        u = self.occ.slot[j]
         share = sum(min(t, x) for t in self.occ.times[u]) if u >= 0 else 0.0
-        return float(self.a[j]) + x * float(self.s[j]) + share
+        return self.a[j] + x * self.s[j] + share
 
     def best(self, i: int, skip: int = -1) -> tuple[int, float]:
         """The cheapest machine for request ``i`` other than ``skip`` and its insertion cost."""
-        row, kv, j_own = self.pc[i], float(self.kv[i]), int(self.own[i])
+        row, kv, j_own = self.pc[i], self.kv[i], self.own[i]
         best_j, best = self.best_occupied(row, kv, j_own, skip)
         j, cost = self.best_empty(i, row, kv, j_own)
         if cost < best:
@@ -261,11 +262,9 @@ class _Insertion:
 
     def place(self, i: int, j: int) -> None:
         """Put request ``i`` on machine ``j``."""
-        t = float(self.po[i]) if j == self.own[i] else float(self.pc[i, self.mc[j]])
-        self.room[j] -= float(self.kv[i])
-        new, self.entry[i] = self.occ.add(
-            j, int(self.mc[j]), t, float(self.a[j]), float(self.s[j]), float(self.room[j])
-        )
+        t = self.po[i] if j == self.own[i] else float(self.pc[i, self.mc[j]])
+        self.room[j] -= self.kv[i]
+        new, self.entry[i] = self.occ.add(j, self.mc[j], t, self.a[j], self.s[j], self.room[j])
         if new:
             self.taken[j] = True
             self.groups.take(j, self.taken, self.room, self.a)
@@ -273,24 +272,26 @@ class _Insertion:
 
     def leave(self, i: int) -> tuple[float, float]:
         """Take request ``i`` off its machine; returns its time there and what leaving saves
-        (its insertion cost there given the machine's other requests)."""
-        j = int(self.machine[i])
-        entry = int(self.entry[i])
-        t = float(self.occ.e_t[entry])
-        self.room[j] += float(self.kv[i])
-        self.occ.remove(entry, float(self.room[j]))
-        share = sum(min(x, t) for x in self.occ.times[int(self.occ.slot[j])])
-        return t, float(self.a[j]) + t * float(self.s[j]) + share
+        (its insertion cost there given the machine's other requests). Its entry stays, with
+        time 0 (it then shares nothing); an emptied machine stays among the occupied, where it
+        costs what an empty machine costs."""
+        j, entry, occ = self.machine[i], self.entry[i], self.occ
+        u = occ.slot[j]
+        t = float(occ.e_t[entry])
+        occ.e_t[entry] = 0.0
+        occ.times[u].remove(t)
+        self.room[j] += self.kv[i]
+        occ.room[u] = self.room[j]
+        share = sum(min(x, t) for x in occ.times[u])
+        return t, self.a[j] + t * self.s[j] + share
 
     def stay(self, i: int, t: float) -> None:
         """Undo :meth:`leave` (request ``i`` of time ``t`` back on its machine, same entry)."""
-        j = int(self.machine[i])
-        entry = int(self.entry[i])
-        self.room[j] -= float(self.kv[i])
-        occ = self.occ
-        u = int(occ.slot[j])
+        j, entry, occ = self.machine[i], self.entry[i], self.occ
+        u = occ.slot[j]
         occ.e_t[entry] = t
         occ.times[u].append(t)
+        self.room[j] -= self.kv[i]
         occ.room[u] = self.room[j]
 
 
@@ -325,7 +326,7 @@ def classed_insertion(
     move passes early (the plan then depends on timing; without them it does not)."""
     n = problem.num_requests
     state = _Insertion(problem, n * passes)
-    order = regret_order(problem, state.pc, state.po, state.groups).tolist()
+    order = regret_order(problem, state.pc, np.asarray(state.po), state.groups).tolist()
     for k, i in enumerate(order):
         if k % CHECK_EVERY == 0 and (limit := _stop(cancel, deadline)) is not None:
             raise Stopped(limit, f"stopped ({limit.value}) after inserting {k} of {n} requests")
@@ -337,9 +338,9 @@ def classed_insertion(
         moved = 0
         for k, i in enumerate(order):
             if k % CHECK_EVERY == 0 and _stop(cancel, deadline) is not None:
-                return state.machine
-            here = int(state.machine[i])
-            if len(state.occ.times[int(state.occ.slot[here])]) == 1:
+                return np.array(state.machine, np.int64)
+            here = state.machine[i]
+            if len(state.occ.times[state.occ.slot[here]]) == 1:
                 continue  # alone, it rarely gains: 0.03-0.09 % of J for 10-20 % of the time
             t, gain = state.leave(i)
             j, cost = state.best(i, skip=here)
@@ -350,4 +351,4 @@ def classed_insertion(
                 state.stay(i, t)
         if not moved:
             break
-    return state.machine
+    return np.array(state.machine, np.int64)
