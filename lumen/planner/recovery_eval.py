@@ -134,7 +134,8 @@ def plan_of(
     mode = np.argmin(times, axis=1).astype(np.int64)
     order = spt_order(machine, times[rows, mode])
     bounds = np.searchsorted(machine[order], np.arange(m + 1))
-    seqs = tuple(tuple(order[bounds[j] : bounds[j + 1]].tolist()) for j in range(m))
+    flat, cut = order.tolist(), bounds.tolist()  # Python slices: m numpy slices cost more
+    seqs = tuple(tuple(flat[cut[j] : cut[j + 1]]) for j in range(m))
     mach = machine.copy()
     mach.flags.writeable = False
     mode.flags.writeable = False
