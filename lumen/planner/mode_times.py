@@ -37,10 +37,17 @@ class ModeTimesError(ValueError):
     """Inconsistent factored mode times; the message names the field."""
 
 
-def _frozen(name: str, value: Any, dtype: type[np.generic], shape: tuple[int, ...]) -> Any:
+def frozen_array(
+    name: str,
+    value: Any,
+    dtype: type[np.generic],
+    shape: tuple[int, ...],
+    error: type[ValueError] = ModeTimesError,
+) -> Any:
+    """A read-only copy of ``value`` of the given dtype and shape (``error`` names ``name``)."""
     arr = np.array(value, dtype=dtype, copy=True)
     if arr.shape != shape:
-        raise ModeTimesError(f"{name}: expected shape {shape}, got {arr.shape}")
+        raise error(f"{name}: expected shape {shape}, got {arr.shape}")
     arr.flags.writeable = False
     return arr
 
@@ -73,15 +80,15 @@ class ModeTimes:
         n, c = times.shape[0], times.shape[1]
         m = len(machine_class)
         out = cls(
-            machine_class=_frozen("machine_class", machine_class, np.int64, (m,)),
-            class_time_s=_frozen("class_time_s", times, np.float64, (n, c, NUM_MODES)),
-            own_machine=_frozen(
+            machine_class=frozen_array("machine_class", machine_class, np.int64, (m,)),
+            class_time_s=frozen_array("class_time_s", times, np.float64, (n, c, NUM_MODES)),
+            own_machine=frozen_array(
                 "own_machine",
                 np.full(n, -1) if own_machine is None else own_machine,
                 np.int64,
                 (n,),
             ),
-            own_time_s=_frozen(
+            own_time_s=frozen_array(
                 "own_time_s",
                 np.full((n, NUM_MODES), np.inf) if own_time_s is None else own_time_s,
                 np.float64,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from lumen.planner.mode_times import ModeTimes, ModeTimesError
+from lumen.planner.mode_times import ModeTimes, ModeTimesError, frozen_array
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -30,11 +30,7 @@ class ProblemError(ValueError):
 
 
 def _array(name: str, value: Any, dtype: type[np.generic], shape: tuple[int, ...]) -> Any:
-    arr = np.array(value, dtype=dtype, copy=True)
-    if arr.shape != shape:
-        raise ProblemError(f"{name}: expected shape {shape}, got {arr.shape}")
-    arr.flags.writeable = False
-    return arr
+    return frozen_array(name, value, dtype, shape, ProblemError)
 
 
 def _nonneg(name: str, arr: Any, allow_inf: bool = False) -> None:

@@ -64,13 +64,7 @@ def _result(
     message: str = "",
 ) -> Result:
     if machine is None:
-        return SolveResult(
-            method,
-            Termination.NO_SOLUTION,
-            Limit.HEURISTIC,
-            wall_time_s=time.perf_counter() - start,
-            message=message,
-        )
+        return _no_plan(method, Limit.HEURISTIC, start, message)
     plan = plan_of(problem, machine, p)
     return SolveResult(
         method,
@@ -79,6 +73,16 @@ def _result(
         objective=recovery_objective(problem, machine, p),
         wall_time_s=time.perf_counter() - start,
         plan=plan,
+        message=message,
+    )
+
+
+def _no_plan(method: str, limit: Limit, start: float, message: str) -> Result:
+    return SolveResult(
+        method,
+        Termination.NO_SOLUTION,
+        limit,
+        wall_time_s=time.perf_counter() - start,
         message=message,
     )
 
@@ -563,13 +567,7 @@ def solve_greedy(problem: RecoveryProblem, settings: SolveSettings) -> Result:
             deadline = start + settings.time_limit_s
             machine = classed_insertion(problem, cancel=settings.cancel, deadline=deadline)
         except Stopped as exc:
-            return SolveResult(
-                method,
-                Termination.NO_SOLUTION,
-                exc.limit,
-                wall_time_s=time.perf_counter() - start,
-                message=str(exc),
-            )
+            return _no_plan(method, exc.limit, start, str(exc))
         message = "" if machine is not None else "greedy insertion ran out of KV room"
         return _result(method, problem, machine, start, None, message)
     p = processing_times(problem)
