@@ -6,7 +6,7 @@
 Prints (1) the wall time (p50/p99 over 200 runs) of the greedy and of the paper's rule
 recovering one failed worker's 512 requests over 1,024 machines, and (1b) the time and traced
 memory of one greedy recovery at 16,384 machines x 2,048 requests, beside their goals, and its
-objective beside the matrix search's on the same problem made dense (about 2 GiB there);
+objective beside the matrix search's on the same problem made dense (about 3 GiB there);
 (2) the time to a proven optimum at 16 machines x
 256 requests for CP-SAT and for the MILP (CBC), per family over a few seeds; (3) the gaps of
 the greedy, the paper's rule and Stop-and-Restart to the exact backends over generated
