@@ -22,8 +22,9 @@ cluster by it and adds it to the simulated TTFT.
 
 Everything here is measured without a failure (the calibration never sees a failure-time
 outcome). What stays unmodelled: the failure detection and re-dispatch of interrupted requests
-(including a request the gateway sends to the killed worker before it notices), and a
-restarted worker's cold first requests.
+(including a request the gateway sends to the killed worker before it notices), a restarted
+worker's cold first requests, and what its assisting stage costs the survivor it drafts for
+(the probe's spare worker is unknown to the gateway, so never paired).
 """
 
 from __future__ import annotations

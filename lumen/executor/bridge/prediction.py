@@ -24,9 +24,11 @@ requests that arrived between the failure and the end of recovery.
 
 With a :class:`~lumen.executor.bridge.overhead.LiveOverhead` (measured by probing the live
 cluster without a failure), each request reaches the simulated cluster its request-path overhead
-late (the gateway's HTTP and gRPC hops, larger while a restarted worker process starts beside it)
-and its TTFT includes it. Still not modelled: the detection of a failure and the re-dispatch of
-interrupted requests, and the CPU the workload's own requests take from each other in the path.
+late (the gateway's HTTP and gRPC hops, larger while a restarted worker process starts beside it,
+and while another request is in flight: a first simulated pass says which requests overlap) and
+its TTFT includes it. Still not modelled: the detection of a failure and the re-dispatch of
+interrupted requests (and of a request sent to the killed worker before the gateway noticed),
+and what a restarted worker's assisting stage costs the survivor it drafts for.
 """
 
 from __future__ import annotations
