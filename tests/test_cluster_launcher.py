@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import lumen.cli.cluster_cmds as cluster_cmds
 from lumen.cli import app
-from lumen.executor.cluster.launcher import ClusterSpec, supervised
+from lumen.executor.cluster.launcher import ClusterSpec, LocalCluster, free_ports, supervised
 
 runner = CliRunner()
 
@@ -109,3 +109,15 @@ def test_cluster_up_defaults_to_lumen_and_blames_policy(monkeypatch: pytest.Monk
     assert bad.exit_code == 2
     assert "--policy:" in bad.output and "--policies" not in bad.output
     assert len(_NoCluster.specs) == 1
+
+
+def test_a_cluster_gets_distinct_ports() -> None:
+    """Ports picked one at a time may repeat (the OS can hand a just-closed one out again):
+    a gateway that got a worker's port would talk to the worker's gRPC server."""
+    ports = free_ports(64)
+    assert len(set(ports)) == 64
+    cluster = LocalCluster(ClusterSpec(8, "lumen", worker_metrics=True))
+    addresses = [cluster.planner_address, *cluster.worker_addresses.values()]
+    taken = [int(str(a).rsplit(":", 1)[1]) for a in addresses]
+    taken += [cluster.gateway_port, *cluster.worker_metrics_ports.values()]
+    assert len(taken) == 1 + 8 + 1 + 8 and len(set(taken)) == len(taken)

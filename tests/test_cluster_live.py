@@ -45,7 +45,9 @@ PROBED: dict[str, object] = {}
 
 
 def _probe(cluster: LocalCluster) -> None:
-    PROBED["probe"] = probe_cluster(cluster, _requests(), idle_probes=4, start_kinds=(False,))
+    PROBED["probe"] = probe_cluster(
+        cluster, _requests(), idle_probes=4, busy_probes=2, start_kinds=(False,)
+    )
     PROBED["workers_after"] = sorted(cluster.worker_addresses)
 
 
@@ -63,6 +65,9 @@ def test_probing_the_request_path(reference: LoadResult) -> None:
     probe = PROBED["probe"]
     assert isinstance(probe, PathProbe)
     assert len(probe.ttft_s) == 4 and all(0 < t < 10 for t in probe.ttft_s)
+    # Two warm-up rounds of one request per worker, two probes beside a request in flight.
+    assert len(probe.warmup_ttft_s) == 2 * 3 and all(0 < t < 10 for t in probe.warmup_ttft_s)
+    assert len(probe.busy_ttft_s) == 2 and all(0 < t < 10 for t in probe.busy_ttft_s)
     start = probe.start(progressive=False)
     assert start is not None and probe.start(progressive=True) is None
     # Probed from the spare's spawn until it served (and a little after), in order.

@@ -10,7 +10,7 @@ import pytest
 from test_calibrate import fake_calibration
 
 from lumen.executor.bridge.overhead import LiveOverhead, StartProfile
-from lumen.executor.bridge.prediction import LiveSetup, cost_model, predict
+from lumen.executor.bridge.prediction import LiveSetup, cost_model, in_flight, predict
 from lumen.executor.cluster.launcher import ClusterSpec
 from lumen.executor.cluster.loadgen import LoadRequest
 from lumen.executor.cluster.probe import PathProbe, StartProbe
@@ -91,3 +91,43 @@ def test_fit_on_the_calibrated_model() -> None:
     model = cost_model(fake_calibration(), LiveSetup())
     probe = PathProbe((16,), (model.prefill_time(16) + 0.007,))
     assert LiveOverhead.fit(probe, model).idle_s == pytest.approx(0.007)
+
+
+def test_fit_and_charge_the_path_beside_a_request_in_flight() -> None:
+    model = _Prefill()
+    # Busy probes: 25 ms and 35 ms of path (TTFT minus the 2 ms prefill): 30 ms on average.
+    probe = PathProbe((10,), (0.012,), busy_prompt_tokens=(10, 10), busy_ttft_s=(0.027, 0.037))
+    fitted = LiveOverhead.fit(probe, model)  # type: ignore[arg-type]
+    assert fitted.busy_s == pytest.approx(0.03) and fitted.busy_excess_s == pytest.approx(0.02)
+    assert "30.0 ms beside a request in flight" in fitted.describe()
+    got = fitted.per_request([0.0, 1.0, 2.0], busy=[False, True, False])
+    assert got.tolist() == pytest.approx([0.01, 0.03, 0.01])
+    with pytest.raises(ValueError, match="one flag per request"):
+        fitted.per_request([0.0, 1.0], busy=[True])
+    # Not probed (or a busy path no slower than the idle one): nothing is charged.
+    unprobed = LiveOverhead.fit(_probe(), model)  # type: ignore[arg-type]
+    assert unprobed.busy_s is None and unprobed.busy_excess_s == 0.0
+    assert LiveOverhead(0.01, 0.01, busy_s=0.005).busy_excess_s == 0.0
+
+
+def test_in_flight() -> None:
+    start = [0.0, 0.01, 1.0, 1.0, 2.0, 3.0]
+    end = np.asarray([0.05, 0.02, 1.1, 1.1, 2.01, 3.5])
+    # The second starts inside the first; 1.0 and 1.0 start together; 2.0 and 3.0 alone.
+    assert in_flight(start, end).tolist() == [False, True, True, True, False, False]
+    with pytest.raises(ValueError, match="one value per request"):
+        in_flight(start, end[:2])
+
+
+def test_prediction_charges_the_requests_that_arrive_in_flight() -> None:
+    cal = fake_calibration()
+    # Two pairs that arrive together, and requests far from any other.
+    arrivals = [0.0, 2.0, 2.0, 4.0, 6.0, 6.0, 8.0]
+    requests = [LoadRequest(a, tuple(range(1, 17)), 8) for a in arrivals]
+    spec = ClusterSpec(3, "stop-and-restart", ssd_gbyte_s=1e-4)
+    idle = predict(requests, spec, None, cal, LiveOverhead(0.01, 0.01))
+    busy = predict(requests, spec, None, cal, LiveOverhead(0.01, 0.01, busy_s=0.03))
+    delta = busy.ttft_s - idle.ttft_s
+    assert delta[[1, 2, 4, 5]] == pytest.approx([0.02] * 4, abs=1e-9)
+    assert delta[[0, 3, 6]] == pytest.approx([0.0] * 3, abs=1e-9)
+    assert busy.tpot_s == pytest.approx(idle.tpot_s)

@@ -340,7 +340,7 @@ def run(
 
 #: ``lumen demo``'s live part: a short run that still crashes a worker mid-workload.
 DEMO_LIVE_WORKERS = 3
-DEMO_LIVE_REQUESTS = 12
+DEMO_LIVE_REQUESTS = 36
 DEMO_LIVE_RATE = 3.0
 DEMO_LIVE_POLICIES = ("stop-and-restart", "lumen")
 DEMO_LIVE_FAILURE = "2:1"

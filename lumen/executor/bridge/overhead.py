@@ -7,17 +7,24 @@ included) and keeps the rest:
 
 - ``idle_s``: the mean path overhead of a request when nothing else happens (HTTP, dispatch,
   gRPC hops, hand-off into the engine loop, the first token's way back);
+- ``busy_s``: the mean path overhead of a request sent while another one streams (the path's
+  processes share the machine's cores), when the probe measured it;
 - per kind of restart, a profile of the mean overhead over time since the worker's spawn, in
   bins of ``bin_s``, until it serves (the CPU a starting worker takes from its neighbours).
 
 :meth:`LiveOverhead.per_request` gives each request of a workload its overhead: the profile's
-value when it arrives while a restarted worker starts, ``idle_s`` otherwise.
+value when it arrives while a restarted worker starts, ``idle_s`` otherwise, plus the excess of
+``busy_s`` over ``idle_s`` when it arrives while another request is in flight (which requests
+overlap is the simulation's: :func:`lumen.executor.bridge.prediction.predict` decides it on a
+first simulated pass).
 :func:`lumen.executor.bridge.prediction.predict` delays each request's arrival at the simulated
 cluster by it and adds it to the simulated TTFT.
 
 Everything here is measured without a failure (the calibration never sees a failure-time
-outcome). What stays unmodelled: the failure detection and re-dispatch of interrupted requests,
-and contention between the workload's own requests in the path (probes go one at a time).
+outcome). What stays unmodelled: the failure detection and re-dispatch of interrupted requests
+(including a request the gateway sends to the killed worker before it notices), a restarted
+worker's cold first requests, and what its assisting stage costs the survivor it drafts for
+(the probe's spare worker is unknown to the gateway, so never paired).
 """
 
 from __future__ import annotations
@@ -63,6 +70,12 @@ class LiveOverhead:
     idle_s: float
     idle_p90_s: float
     profiles: tuple[StartProfile, ...] = ()
+    busy_s: float | None = None
+
+    @property
+    def busy_excess_s(self) -> float:
+        """What a request in flight adds to another's path (0 when not measured)."""
+        return 0.0 if self.busy_s is None else max(0.0, self.busy_s - self.idle_s)
 
     @classmethod
     def fit(cls, probe: PathProbe, model: CostModel, bin_s: float = 0.5) -> LiveOverhead:
@@ -71,16 +84,26 @@ class LiveOverhead:
             raise ValueError("bin_s must be > 0")
         idle = _path(probe.prompt_tokens, probe.ttft_s, model)
         profiles = tuple(_profile(s, model, bin_s, float(idle.mean())) for s in probe.starts)
-        return cls(float(idle.mean()), float(np.percentile(idle, 90)), profiles)
+        busy = None
+        if probe.busy_ttft_s:
+            busy = float(_path(probe.busy_prompt_tokens, probe.busy_ttft_s, model).mean())
+        return cls(float(idle.mean()), float(np.percentile(idle, 90)), profiles, busy)
 
     def profile(self, progressive: bool) -> StartProfile | None:
         return next((p for p in self.profiles if p.progressive == progressive), None)
 
     def per_request(
-        self, arrival_s: Sequence[float], restarts: Sequence[tuple[float, bool]] = ()
+        self,
+        arrival_s: Sequence[float],
+        restarts: Sequence[tuple[float, bool]] = (),
+        busy: Sequence[bool] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Each request's overhead: the largest of the profiles of the ``restarts`` (spawn
-        time, progressive) it arrives within, otherwise ``idle_s``."""
+        time, progressive) it arrives within, otherwise ``idle_s``; plus
+        :attr:`busy_excess_s` where ``busy`` (it arrives while another request is in
+        flight)."""
+        if busy is not None and len(busy) != len(arrival_s):
+            raise ValueError("busy needs one flag per request")
         out = np.full(len(arrival_s), self.idle_s, dtype=np.float64)
         for at, progressive in restarts:
             prof = self.profile(progressive)
@@ -90,11 +113,15 @@ class LiveOverhead:
                 value = prof.at(a - at)
                 if value is not None:
                     out[i] = max(out[i], value)
+        if busy is not None:
+            out += self.busy_excess_s * np.asarray(busy, dtype=np.float64)
         return out
 
     def describe(self) -> str:
         """One line: idle overhead and each start profile's peak."""
         parts = [f"request path {1e3 * self.idle_s:.1f} ms idle (P90 {1e3 * self.idle_p90_s:.1f})"]
+        if self.busy_s is not None:
+            parts.append(f"{1e3 * self.busy_s:.1f} ms beside a request in flight")
         for p in self.profiles:
             kind = "progressive restart" if p.progressive else "restart"
             parts.append(

@@ -24,9 +24,11 @@ requests that arrived between the failure and the end of recovery.
 
 With a :class:`~lumen.executor.bridge.overhead.LiveOverhead` (measured by probing the live
 cluster without a failure), each request reaches the simulated cluster its request-path overhead
-late (the gateway's HTTP and gRPC hops, larger while a restarted worker process starts beside it)
-and its TTFT includes it. Still not modelled: the detection of a failure and the re-dispatch of
-interrupted requests, and the CPU the workload's own requests take from each other in the path.
+late (the gateway's HTTP and gRPC hops, larger while a restarted worker process starts beside it,
+and while another request is in flight: a first simulated pass says which requests overlap) and
+its TTFT includes it. Still not modelled: the detection of a failure and the re-dispatch of
+interrupted requests (and of a request sent to the killed worker before the gateway noticed),
+and what a restarted worker's assisting stage costs the survivor it drafts for.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = [
     "LiveSetup",
     "Prediction",
     "cost_model",
+    "in_flight",
     "predict",
     "workload_trace",
 ]
@@ -354,21 +357,70 @@ def predict(
 ) -> Prediction:
     """Simulate ``requests`` on the cluster of ``spec`` with ``failure`` (module docstring);
     with ``overhead``, each request reaches the simulated cluster its path overhead late and
-    its TTFT includes it."""
+    its TTFT includes it. When the overhead says what a request in flight adds to another's
+    path, a first pass finds the requests that arrive while another is in flight (on the
+    simulated run) and a second pass charges them."""
     if failure is not None and not all(0 <= w < spec.workers for w in failure.workers):
         raise ValueError(f"failure: no worker {list(failure.workers)} among {spec.workers}")
     if _needs_draft(spec.policy) and spec.draft_weights is None:
         raise ValueError(f"policy {spec.policy} recovers with a draft; the cluster has none")
-    path = _path_overhead(requests, spec, failure, overhead)
-    trace, order, shift = workload_trace(
-        [replace(r, arrival_s=r.arrival_s + float(o)) for r, o in zip(requests, path, strict=True)]
-    )
     setup = LiveSetup(
         ssd_gbyte_s=spec.ssd_gbyte_s,
         min_step_s=spec.min_step_s,
         restart_after_s=0.0 if failure is None else failure.restart_after_s,
     )
     model = cost_model(calibration, setup)
+    arrival = np.asarray([r.arrival_s for r in requests], dtype=np.float64)
+    path = _path_overhead(requests, spec, failure, overhead)
+    result, back = _simulate(requests, path, spec, failure, calibration, model)
+    if overhead is not None and overhead.busy_excess_s > 0:
+        busy = in_flight(arrival, arrival + path + result.e2e_s[back])
+        path = _path_overhead(requests, spec, failure, overhead, busy)
+        result, back = _simulate(requests, path, spec, failure, calibration, model)
+    recovery = math.nan
+    if failure is not None:
+        recovery = model.reload_timeline().total_s
+        if result.drafts_loaded:
+            recovery += model.draft_load_time()
+    return Prediction(
+        policy=spec.policy,
+        arrival_s=arrival,
+        ttft_s=np.asarray(result.ttft_s[back] + path, dtype=np.float64),
+        tpot_s=np.asarray(result.tpot_s[back], dtype=np.float64),
+        failure=failure,
+        recovery_s=recovery,
+        result=result,
+        cost_model=model,
+    )
+
+
+def in_flight(
+    start_s: Sequence[float] | npt.NDArray[np.float64], end_s: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Per request, whether it starts while another one is in flight (started at or before
+    it and not ended yet)."""
+    start = np.asarray(start_s, dtype=np.float64)
+    end = np.asarray(end_s, dtype=np.float64)
+    if start.shape != end.shape:
+        raise ValueError("start_s and end_s need one value per request")
+    inside = (start[None, :] <= start[:, None]) & (start[:, None] < end[None, :])
+    np.fill_diagonal(inside, False)
+    return np.asarray(inside.any(axis=1), dtype=np.bool_)
+
+
+def _simulate(
+    requests: Sequence[LoadRequest],
+    path: npt.NDArray[np.float64],
+    spec: ClusterSpec,
+    failure: FailureInjection | None,
+    calibration: Calibration,
+    model: CalibratedCostModel,
+) -> tuple[SimulationResult, npt.NDArray[np.intp]]:
+    """The simulated run, each request ``path`` late (in trace order), and the index that
+    puts its per-request arrays back in workload order."""
+    trace, order, shift = workload_trace(
+        [replace(r, arrival_s=r.arrival_s + float(o)) for r, o in zip(requests, path, strict=True)]
+    )
     options = ClusterOptions(
         workers_per_node=1,
         checkpoint_budget_bytes=float(spec.checkpoint_budget_bytes),
@@ -390,24 +442,9 @@ def predict(
         policy=spec.policy,
         options=options,
     )
-    recovery = math.nan
-    if failure is not None:
-        recovery = model.reload_timeline().total_s
-        if result.drafts_loaded:
-            recovery += model.draft_load_time()
-    # Back to workload order and to the live run's clock.
     back = np.empty_like(order)
     back[order] = np.arange(order.size)
-    return Prediction(
-        policy=spec.policy,
-        arrival_s=np.asarray(trace.arrival_s[back] + shift - path, dtype=np.float64),
-        ttft_s=np.asarray(result.ttft_s[back] + path, dtype=np.float64),
-        tpot_s=np.asarray(result.tpot_s[back], dtype=np.float64),
-        failure=failure,
-        recovery_s=recovery,
-        result=result,
-        cost_model=model,
-    )
+    return result, back
 
 
 def _path_overhead(
@@ -415,15 +452,18 @@ def _path_overhead(
     spec: ClusterSpec,
     failure: FailureInjection | None,
     overhead: LiveOverhead | None,
+    busy: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Per request, the live path's overhead (zeros without a model of it); the restarted
-    workers start ``restart_after_s`` after the failure, staged as the policy restarts."""
+    workers start ``restart_after_s`` after the failure, staged as the policy restarts;
+    ``busy`` marks the requests that arrive while another is in flight."""
     if overhead is None:
         return np.zeros(len(requests), dtype=np.float64)
     restarts = []
     if failure is not None:
         restarts = [(failure.at_s + failure.restart_after_s, spec.progressive)]
-    return overhead.per_request([r.arrival_s for r in requests], restarts)
+    flags = None if busy is None else [bool(b) for b in busy]
+    return overhead.per_request([r.arrival_s for r in requests], restarts, flags)
 
 
 def _needs_draft(policy: str) -> bool:

@@ -10,6 +10,7 @@ runs. Each process logs to its own file under ``log_dir``.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -29,9 +30,20 @@ __all__ = ["ClusterSpec", "LocalCluster", "ParentPipe", "ProcessHandle", "superv
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports nobody listens on right now: all are held until the last is
+    picked, so the OS cannot hand the same one out twice (one at a time, it may)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +174,13 @@ class LocalCluster:
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
         host = spec.host
-        self.planner_address = f"{host}:{free_port(host)}" if spec.planner else None
-        self.worker_addresses = {i: f"{host}:{free_port(host)}" for i in range(spec.workers)}
-        self.gateway_port = free_port(host)
-        self.worker_metrics_ports = (
-            {i: free_port(host) for i in range(spec.workers)} if spec.worker_metrics else {}
-        )
+        metrics = spec.workers if spec.worker_metrics else 0
+        ports = iter(free_ports(2 + spec.workers + metrics, host))
+        planner = next(ports)
+        self.planner_address = f"{host}:{planner}" if spec.planner else None
+        self.worker_addresses = {i: f"{host}:{next(ports)}" for i in range(spec.workers)}
+        self.gateway_port = next(ports)
+        self.worker_metrics_ports = {i: next(ports) for i in range(metrics)}
         self.processes: dict[str, ProcessHandle] = {}
 
     # -- addresses --------------------------------------------------------------------------
@@ -308,7 +321,7 @@ class LocalCluster:
                 with urllib.request.urlopen(url, timeout=1.0) as resp:
                     if resp.status == 200:
                         return
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up, or not ours (yet)
                 pass
             self._sleep_until(deadline, name)
 

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from lumen.workload.trace import Trace
 
-__all__ = ["LoadRequest", "LoadResult", "run_load", "send_one", "workload"]
+__all__ = ["LoadRequest", "LoadResult", "run_load", "send_one", "send_timed", "workload"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +44,32 @@ class LoadRequest:
 @dataclass(slots=True)
 class LoadResult:
     """Per request (in workload order): times relative to the start, NaN when it never came;
-    the token ids received; an error message or None."""
+    the token ids received; an error message or None; when the load generator actually sent
+    it (its lateness past ``arrival_s`` is the client's, not the cluster's; empty when not
+    recorded)."""
 
     arrival_s: list[float]
     first_token_s: list[float]
     finish_s: list[float]
     token_ids: list[list[int]]
     errors: list[str | None] = field(default_factory=list)
+    sent_s: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
         return sum(e is None for e in self.errors)
 
     def ttft_s(self) -> npt.NDArray[np.float64]:
-        return _array(self.first_token_s) - _array(self.arrival_s)
+        """From when the request was sent (from its arrival time when that is not recorded):
+        the cluster's time to the first token, not the load generator's lateness."""
+        return _array(self.first_token_s) - _array(self.start_s())
+
+    def start_s(self) -> list[float]:
+        """Per request, when it was sent when recorded, else its arrival time."""
+        if len(self.sent_s) != len(self.arrival_s):
+            return self.arrival_s
+        pairs = zip(self.sent_s, self.arrival_s, strict=True)
+        return [s if math.isfinite(s) else a for s, a in pairs]
 
     def tpot_s(self) -> npt.NDArray[np.float64]:
         n = _array([float(len(t)) for t in self.token_ids])
@@ -133,6 +145,8 @@ def _send(
         method="POST",
     )
     tokens: list[int] = []
+    if i < len(out.sent_s):
+        out.sent_s[i] = time.monotonic() - t0
     try:
         with urllib.request.urlopen(http, timeout=timeout_s) as resp:
             for raw in resp:
@@ -159,9 +173,18 @@ def _send(
 def send_one(base_url: str, req: LoadRequest, timeout_s: float = 60.0) -> tuple[float, str | None]:
     """Send one streamed request now and wait for it: its TTFT (seconds from sending, NaN
     when no token came) and its error (None when it completed)."""
+    ttft, _, error = send_timed(base_url, req, timeout_s)
+    return ttft, error
+
+
+def send_timed(
+    base_url: str, req: LoadRequest, timeout_s: float = 60.0
+) -> tuple[float, float, str | None]:
+    """:func:`send_one`, also with the time from sending to the last token (NaN when the
+    stream never ended)."""
     out = LoadResult([0.0], [math.nan], [math.nan], [[]], [None])
     _send(base_url, req, timeout_s, time.monotonic(), out, 0)
-    return out.first_token_s[0], out.errors[0]
+    return out.first_token_s[0], out.finish_s[0], out.errors[0]
 
 
 def run_load(
@@ -176,7 +199,12 @@ def run_load(
     n = len(requests)
     nan = math.nan
     out = LoadResult(
-        [r.arrival_s for r in requests], [nan] * n, [nan] * n, [[] for _ in range(n)], [None] * n
+        [r.arrival_s for r in requests],
+        [nan] * n,
+        [nan] * n,
+        [[] for _ in range(n)],
+        [None] * n,
+        [nan] * n,
     )
     t0 = time.monotonic()
     events = sorted(
