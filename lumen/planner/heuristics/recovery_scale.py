@@ -149,6 +149,7 @@ class _Occupied:
         self.cls = np.empty(n, np.int64)
         self.room = np.empty(n)
         self.times: list[list[float]] = [[] for _ in range(n)]
+        self.joined: list[int] = [0] * n  # per slot: requests put there so far
         self.e_slot = np.empty(entries, np.int64)
         self.e_cls = np.empty(entries, np.int64)
         self.e_t = np.empty(entries)
@@ -169,6 +170,7 @@ class _Occupied:
             self.k += 1
         self.room[u] = room
         self.times[u].append(t)
+        self.joined[u] += 1
         c = self.c
         self.e_slot[c], self.e_cls[c], self.e_t[c] = u, klass, t
         self.c += 1
@@ -196,36 +198,38 @@ class _Insertion:
         self.occ = _Occupied(n, problem.num_machines, n + moves)
         self.machine: list[int] = [-1] * n
         self.entry: list[int] = [-1] * n
+        #: Per request, its machine's ``joined`` count once it was put there.
+        self.joined_at: list[int] = [0] * n
 
-    def best_occupied(self, row: FloatArray, kv: float, j_own: int, skip: int) -> tuple[int, float]:
-        """The cheapest occupied machine with room (the request's own machine and ``skip``
-        aside)."""
-        occ = self.occ
+    def best(self, i: int, skip: int = -1) -> tuple[int, float]:
+        """The cheapest machine for request ``i`` other than ``skip`` and its insertion cost:
+        the cheapest occupied machine with room, the best group head with room (a head without
+        room gives way to the next machines of its group) and the request's own machine, where
+        its own time applies (so it is never costed as an occupied machine or a head). One
+        method, not three: this runs once per request and per move, and calls cost here."""
+        row, kv, j_own = self.pc[i], self.kv[i], self.own[i]
+        occ, gr = self.occ, self.groups
+        best_j, best = -1, math.inf
         k, c = occ.k, occ.c
-        if not k:
-            return -1, math.inf
-        shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
-        cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
-        cost += row[occ.cls[:k]] * occ.s[:k]
-        cost += occ.a[:k]
-        for j in (j_own, skip):
-            if j >= 0 and occ.slot[j] >= 0:
-                cost[occ.slot[j]] = math.inf  # own: its own time applies there
-        u = int(cost.argmin())
-        if occ.room[u] < kv:  # mask the full machines only when the cheapest one is full
-            cost[occ.room[:k] < kv] = math.inf
+        if k:
+            shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
+            cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
+            cost += row[occ.cls[:k]] * occ.s[:k]
+            cost += occ.a[:k]
+            if j_own >= 0 and occ.slot[j_own] >= 0:
+                cost[occ.slot[j_own]] = math.inf
+            if skip >= 0:
+                cost[occ.slot[skip]] = math.inf
             u = int(cost.argmin())
-        return int(occ.machines[u]), float(cost[u])
-
-    def best_empty(self, i: int, row: FloatArray, kv: float, j_own: int) -> tuple[int, float]:
-        """The cheapest empty machine with room: the best group head (the request's own
-        machine aside; a head without room gives way to the next machines of its group)."""
-        gr = self.groups
+            if occ.room[u] < kv:  # mask the full machines only when the cheapest one is full
+                cost[occ.room[:k] < kv] = math.inf
+                u = int(cost.argmin())
+            best_j, best = int(occ.machines[u]), float(cost[u])
+        heads = gr.head
         cost = self.slope_cost[i] + gr.head_a
         blocked: list[int] = np.flatnonzero(gr.head_room < kv).tolist() if kv > gr.min_room else []
-        if j_own >= 0 and gr.head[gr.group_list[j_own]] == j_own:
+        if j_own >= 0 and heads[gr.group_list[j_own]] == j_own:
             blocked.append(gr.group_list[j_own])
-        heads = gr.head
         if blocked:
             heads = heads.copy()
             for g in blocked:
@@ -235,36 +239,29 @@ class _Insertion:
                 heads[g] = j
                 cost[g] = self.a[j] + row[gr.klass[g]] * gr.slope[g] if j >= 0 else math.inf
         g = int(cost.argmin())
-        return int(heads[g]), float(cost[g])
+        if cost[g] < best:
+            best_j, best = int(heads[g]), float(cost[g])
+        if j_own != skip:
+            mine = self.own_cost(i, kv)
+            if mine < best:
+                best_j, best = j_own, mine
+        return best_j, best
 
     def own_cost(self, i: int, kv: float) -> float:
         """The cost on the request's own machine (inf: none, no room or no mode there)."""
-        j = self.own[i]
-        x = self.po[i]
-        if j < 0 or self.room[j] < kv or x == math.inf:
+        j, x = self.own[i], self.po[i]
+        if j < 0 or x == math.inf or self.room[j] < kv:
             return math.inf
         u = self.occ.slot[j]
         share = sum(min(t, x) for t in self.occ.times[u]) if u >= 0 else 0.0
         return self.a[j] + x * self.s[j] + share
-
-    def best(self, i: int, skip: int = -1) -> tuple[int, float]:
-        """The cheapest machine for request ``i`` other than ``skip`` and its insertion cost."""
-        row, kv, j_own = self.pc[i], self.kv[i], self.own[i]
-        best_j, best = self.best_occupied(row, kv, j_own, skip)
-        j, cost = self.best_empty(i, row, kv, j_own)
-        if cost < best:
-            best_j, best = j, cost
-        if j_own != skip:
-            cost = self.own_cost(i, kv)
-            if cost < best:
-                best_j, best = j_own, cost
-        return best_j, best
 
     def place(self, i: int, j: int) -> None:
         """Put request ``i`` on machine ``j``."""
         t = self.po[i] if j == self.own[i] else float(self.pc[i, self.mc[j]])
         self.room[j] -= self.kv[i]
         new, self.entry[i] = self.occ.add(j, self.mc[j], t, self.a[j], self.s[j], self.room[j])
+        self.joined_at[i] = self.occ.joined[self.occ.slot[j]]
         if new:
             self.taken[j] = True
             self.groups.take(j, self.taken, self.room, self.a)
@@ -317,8 +314,9 @@ def classed_insertion(
 ) -> IntArray | None:
     """Insert every request where it raises ``J`` least (see the module docstring), then make
     up to ``passes`` passes of single moves over the requests in the same order, each to the
-    machine where it costs least when that lowers ``J`` (requests alone on their machine stay:
-    every machine was at least as costly when they chose theirs, unless a move emptied it since).
+    machine where it costs least when that lowers ``J``. A request whose machine took no other
+    request after it stays: its machine costs it what it did when it was the cheapest, and
+    every other has only grown dearer since (unless a move of this pass emptied one).
     None when a request finds no candidate machine with room.
 
     A set ``cancel`` event or a ``deadline`` passed (``time.perf_counter()``; both checked
@@ -340,8 +338,8 @@ def classed_insertion(
             if k % CHECK_EVERY == 0 and _stop(cancel, deadline) is not None:
                 return np.array(state.machine, np.int64)
             here = state.machine[i]
-            if len(state.occ.times[state.occ.slot[here]]) == 1:
-                continue  # alone, it rarely gains: 0.03-0.09 % of J for 10-20 % of the time
+            if state.occ.joined[state.occ.slot[here]] == state.joined_at[i]:
+                continue  # nothing joined it since its choice, which was the cheapest then
             t, gain = state.leave(i)
             j, cost = state.best(i, skip=here)
             if j >= 0 and cost < gain - 1e-12 * max(1.0, gain):
