@@ -138,3 +138,42 @@ def test_a_slow_own_machine_is_not_costed_at_its_class_time() -> None:
     for passes in (0, 1):
         machine = classed_insertion(problem, passes=passes)
         assert machine is not None and machine.tolist() == [1]
+
+
+def _two_survivor_classes(seed: int) -> RecoveryProblem:
+    """A generated problem whose survivors form two classes (every third one 1.25 times
+    slower), so that insertion costs machines of several classes at once."""
+    base = random_recovery_problem(np.random.default_rng(seed), 300, 120, "uniform")
+    modes = base.modes
+    slow = (np.arange(base.num_machines) % 3 == 0) & ~base.is_recovering
+    machine_class = np.where(slow, 2, modes.machine_class)
+    times = np.concatenate([modes.class_time_s, modes.class_time_s[:, :1] * 1.25], axis=1)
+    two = ModeTimes.build(
+        machine_class=machine_class,
+        class_time_s=times,
+        own_machine=modes.own_machine,
+        own_time_s=modes.own_time_s,
+    )
+    return RecoveryProblem.build(
+        ready_s=base.ready_s,
+        queued=base.queued,
+        kv_free_tokens=base.kv_free_tokens,
+        kv_tokens=base.kv_tokens,
+        modes=two,
+        running=base.running,
+        is_recovering=base.is_recovering,
+        prefix_tokens=base.prefix_tokens,
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_insertion_over_several_occupied_classes_is_the_matrix_greedys(seed: int) -> None:
+    problem = _two_survivor_classes(seed)
+    pc, po = problem.modes.processing_by_class()
+    order = regret_order(problem, pc, po, _Groups.of(problem))
+    p = processing_times(problem)
+    dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
+    classed = classed_insertion(problem, passes=0)
+    assert classed is not None and dense is not None
+    assert len(set(problem.modes.machine_class[classed].tolist())) >= 2
+    np.testing.assert_array_equal(classed, dense)

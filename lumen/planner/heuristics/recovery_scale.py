@@ -150,6 +150,8 @@ class _Occupied:
         self.room = np.empty(n)
         self.times: list[list[float]] = [[] for _ in range(n)]
         self.joined: list[int] = [0] * n  # per slot: requests put there so far
+        self.classes: set[int] = set()  # the classes of the occupied machines
+        self.first_class = -1  # the first of them
         self.e_slot = np.empty(entries, np.int64)
         self.e_cls = np.empty(entries, np.int64)
         self.e_t = np.empty(entries)
@@ -168,6 +170,9 @@ class _Occupied:
             self.slot[j] = u
             self.machines[u], self.a[u], self.s[u], self.cls[u] = j, a, s, klass
             self.k += 1
+            if not self.classes:
+                self.first_class = klass
+            self.classes.add(klass)
         self.room[u] = room
         self.times[u].append(t)
         self.joined[u] += 1
@@ -212,9 +217,15 @@ class _Insertion:
         best_j, best = -1, math.inf
         k, c = occ.k, occ.c
         if k:
-            shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
-            cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
-            cost += row[occ.cls[:k]] * occ.s[:k]
+            if len(occ.classes) == 1:  # one class occupied (typical): its time is a scalar
+                x = float(row[occ.first_class])
+                shared = np.minimum(occ.e_t[:c], x)
+                cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
+                cost += x * occ.s[:k]
+            else:
+                shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
+                cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
+                cost += row[occ.cls[:k]] * occ.s[:k]
             cost += occ.a[:k]
             if j_own >= 0 and occ.slot[j_own] >= 0:
                 cost[occ.slot[j_own]] = math.inf
