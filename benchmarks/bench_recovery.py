@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lumen.planner.generators.recovery import FAMILIES, random_recovery_problem
 from lumen.planner.heuristics.recovery import uses_classes
+from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import RecoveryProblem
 from lumen.planner.result import SolveSettings, Termination
 from lumen.planner.solve import solve
@@ -82,16 +83,7 @@ def bench_latency(machines: int, requests: int, repeats: int, seed: int) -> None
 
 def _as_dense(problem: RecoveryProblem) -> RecoveryProblem:
     """The same problem with its (n, m, 4) mode array: the greedy then runs its matrix search."""
-    return RecoveryProblem.build(
-        ready_s=problem.ready_s,
-        queued=problem.queued,
-        kv_free_tokens=problem.kv_free_tokens,
-        kv_tokens=problem.kv_tokens,
-        mode_time_s=problem.mode_time_s,
-        running=problem.running,
-        is_recovering=problem.is_recovering,
-        prefix_tokens=problem.prefix_tokens,
-    )
+    return problem.with_modes(ModeTimes.from_dense(problem.mode_time_s))
 
 
 def bench_scale(machines: int, requests: int, seed: int, repeats: int = 5) -> None:

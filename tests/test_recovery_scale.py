@@ -24,18 +24,24 @@ from lumen.planner.recovery_eval import (
 from lumen.planner.result import Limit, SolveSettings, Termination
 
 
+def matrix_insertion(problem: RecoveryProblem) -> np.ndarray:
+    """The matrix greedy's insertion in the order the greedy on classes uses."""
+    pc, po = problem.modes.processing_by_class()
+    order = regret_order(problem, pc, po, _Groups.of(problem))
+    p = processing_times(problem)
+    dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
+    assert dense is not None
+    return dense
+
+
 @pytest.mark.parametrize("family", ["uniform", "skewed", "multi-failure"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_insertion_on_classes_is_the_matrix_greedys_insertion(family: str, seed: int) -> None:
     problem = random_recovery_problem(np.random.default_rng(seed), 300, 120, family)
     assert problem.modes.num_classes == 2  # survivors and recovering workers
-    pc, po = problem.modes.processing_by_class()
-    order = regret_order(problem, pc, po, _Groups.of(problem))
-    p = processing_times(problem)
-    dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
     classed = classed_insertion(problem, passes=0)
-    assert classed is not None and dense is not None
-    np.testing.assert_array_equal(classed, dense)
+    assert classed is not None
+    np.testing.assert_array_equal(classed, matrix_insertion(problem))
 
 
 @pytest.mark.parametrize("family", ["uniform", "tight-kv", "multi-failure"])
@@ -84,16 +90,7 @@ def test_solve_greedy_takes_the_classes_above_the_threshold_only() -> None:
     big = random_recovery_problem(np.random.default_rng(4), 400, 300, "uniform")
     assert big.num_machines * big.num_requests > H.CLASSED_CELLS
     assert H.uses_classes(big)
-    dense = RecoveryProblem.build(
-        ready_s=big.ready_s,
-        queued=big.queued,
-        kv_free_tokens=big.kv_free_tokens,
-        kv_tokens=big.kv_tokens,
-        mode_time_s=big.mode_time_s,
-        running=big.running,
-        is_recovering=big.is_recovering,
-        prefix_tokens=big.prefix_tokens,
-    )
+    dense = big.with_modes(ModeTimes.from_dense(big.mode_time_s))
     assert not H.uses_classes(dense)  # one class per machine: the matrix search
     tight = random_recovery_problem(np.random.default_rng(4), 200, 600, "tight-kv")
     assert not H.uses_classes(tight)  # tight KV keeps swaps and ejections
@@ -154,26 +151,13 @@ def _two_survivor_classes(seed: int) -> RecoveryProblem:
         own_machine=modes.own_machine,
         own_time_s=modes.own_time_s,
     )
-    return RecoveryProblem.build(
-        ready_s=base.ready_s,
-        queued=base.queued,
-        kv_free_tokens=base.kv_free_tokens,
-        kv_tokens=base.kv_tokens,
-        modes=two,
-        running=base.running,
-        is_recovering=base.is_recovering,
-        prefix_tokens=base.prefix_tokens,
-    )
+    return base.with_modes(two)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_insertion_over_several_occupied_classes_is_the_matrix_greedys(seed: int) -> None:
     problem = _two_survivor_classes(seed)
-    pc, po = problem.modes.processing_by_class()
-    order = regret_order(problem, pc, po, _Groups.of(problem))
-    p = processing_times(problem)
-    dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
     classed = classed_insertion(problem, passes=0)
-    assert classed is not None and dense is not None
+    assert classed is not None
     assert len(set(problem.modes.machine_class[classed].tolist())) >= 2
-    np.testing.assert_array_equal(classed, dense)
+    np.testing.assert_array_equal(classed, matrix_insertion(problem))

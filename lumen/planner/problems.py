@@ -299,6 +299,21 @@ class RecoveryProblem:
         if len(set(self.request_ids.tolist())) != self.num_requests:
             raise ProblemError("request_ids: duplicate ids")
 
+    def with_modes(self, modes: ModeTimes, prefix_tokens: Any = None) -> RecoveryProblem:
+        """The same problem with other mode times (and valid prefixes, if given)."""
+        return RecoveryProblem.build(
+            ready_s=self.ready_s,
+            queued=self.queued,
+            kv_free_tokens=self.kv_free_tokens,
+            kv_tokens=self.kv_tokens,
+            modes=modes,
+            running=self.running,
+            is_recovering=self.is_recovering,
+            prefix_tokens=self.prefix_tokens if prefix_tokens is None else prefix_tokens,
+            machine_ids=self.machine_ids,
+            request_ids=self.request_ids,
+        )
+
     def _validate_wait(self) -> None:
         if not self.num_requests:
             return

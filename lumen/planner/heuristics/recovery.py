@@ -16,7 +16,6 @@ import time
 import numpy as np
 
 from lumen.planner.heuristics.recovery_scale import Stopped, classed_insertion
-from lumen.planner.mode_times import ModeTimes
 from lumen.planner.plans import RecoveryPlan
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
 from lumen.planner.recovery_eval import (
@@ -222,29 +221,14 @@ def _locality(
 def without_transfers(problem: RecoveryProblem) -> RecoveryProblem:
     """A copy of ``problem`` whose transfer mode is unavailable: a request restores only on its
     holder and is otherwise recomputed (the paper's recovery rule)."""
-    return _with_modes(problem, problem.modes.modify(1, np.inf), problem.prefix_tokens)
+    return problem.with_modes(problem.modes.modify(1, np.inf))
 
 
 def without_checkpoints(problem: RecoveryProblem) -> RecoveryProblem:
     """A copy of ``problem`` without checkpoints: restore and transfer modes set to inf and no
     valid prefixes. This is the problem a checkpointless baseline solves."""
     modes = problem.modes.modify(slice(0, 2), np.inf)
-    return _with_modes(problem, modes, np.zeros(problem.num_requests))
-
-
-def _with_modes(problem: RecoveryProblem, modes: ModeTimes, prefix: FloatArray) -> RecoveryProblem:
-    return RecoveryProblem.build(
-        ready_s=problem.ready_s,
-        queued=problem.queued,
-        kv_free_tokens=problem.kv_free_tokens,
-        kv_tokens=problem.kv_tokens,
-        modes=modes,
-        running=problem.running,
-        is_recovering=problem.is_recovering,
-        prefix_tokens=prefix,
-        machine_ids=problem.machine_ids,
-        request_ids=problem.request_ids,
-    )
+    return problem.with_modes(modes, np.zeros(problem.num_requests))
 
 
 def solve_stop_and_restart(problem: RecoveryProblem, settings: SolveSettings) -> Result:
