@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
+
+
+def start_service(*serve_args: str) -> tuple[subprocess.Popen[str], str]:
+    """``lumen serve`` in a child process on a free loopback port, and its target address
+    once it says it listens (RuntimeError if it exits first)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from lumen.cli import main; main()",
+            "serve",
+            "--address",
+            "127.0.0.1:0",
+            *serve_args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    while "listening on port" not in line:
+        if not line:
+            raise RuntimeError("the service did not start")
+        line = proc.stdout.readline()
+    return proc, f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+
+
+def proc_status(pid: int, key: str) -> float:
+    """A memory field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``, ...) in MiB (nan if absent)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def print_gap_table(gaps: Mapping[str, Sequence[float]], width: int) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc
+from _common import proc_status, start_service
 
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerState
 from lumen.planner.service import wire
@@ -40,13 +41,6 @@ def hostile_state(workers: int, requests: int) -> ClusterState:
     ]
     reqs = [Request(i, i % FAILED, 1000, 10, 500) for i in range(requests)]
     return ClusterState.build(ws, reqs, {}, kv_bytes_per_token=163_840)
-
-
-def proc_status(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_s(pid: int) -> float:
@@ -73,29 +67,8 @@ def main() -> None:
         f"request: {args.workers:,} workers x {args.requests:,} requests,"
         f" {request.ByteSize() / 1e3:.0f} KB, deadline {args.deadline:g} s"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from lumen.cli import main; main()",
-            "serve",
-            "--address",
-            "127.0.0.1:0",
-            *serve_args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
-    )
+    proc, target = start_service(*serve_args)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        while "listening on port" not in line:
-            if not line:
-                raise RuntimeError("the service did not start")
-            line = proc.stdout.readline()
-        target = f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
         print(f"service idle: peak RSS {proc_status(proc.pid, 'VmHWM'):,.0f} MiB")
         with grpc.insecure_channel(
             target, options=[("grpc.max_send_message_length", 64 << 20)]

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import proc_status, start_service
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -70,34 +70,10 @@ class Service:
     """``lumen serve`` in a child process on a free port."""
 
     def __init__(self) -> None:
-        code = "from lumen.cli import main; main()"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                code,
-                "serve",
-                "--address",
-                "127.0.0.1:0",
-                "--max-workers",
-                "96",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "listening on port" not in line:
-            raise RuntimeError(f"the service did not start: {line!r}")
-        self.target = f"127.0.0.1:{int(line.rsplit(' ', 1)[1])}"
+        self.proc, self.target = start_service("--max-workers", "96")
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return proc_status(self.proc.pid, "VmRSS")
 
     def stop(self) -> None:
         self.proc.terminate()
