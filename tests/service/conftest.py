@@ -20,6 +20,17 @@ from lumen.scenarios.resolve import load_scenario
 GB = 10**9
 #: KV bytes per token of Qwen3-14B (the cost model's model).
 KV = 163_840
+#: Codes a well-formed server may answer with; INTERNAL and UNKNOWN mean a bug.
+CLEAR = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 
 
 def planner_stub(channel: grpc.Channel) -> Any:

@@ -18,17 +18,8 @@ from lumen.planner.service.controller import ControllerConfig
 from lumen.planner.service.server import PlannerServer, ServerConfig, create_server
 from lumen.proto.gen.v1 import planner_pb2 as pb
 
-from .conftest import planner_stub, small_state
+from .conftest import CLEAR, planner_stub, small_state
 
-#: Codes a well-formed server may answer with; INTERNAL and UNKNOWN mean a bug.
-CLEAR = {
-    grpc.StatusCode.OK,
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 FUZZ = settings(
     max_examples=150,
     deadline=None,
