@@ -29,8 +29,8 @@ from lumen.planner.solve import BACKENDS
 
 #: Peak bytes per cell of building and solving with a heuristic backend.
 BYTES_PER_CELL = {"placement": 48, "recovery": 96, "pairing": 48}
-#: Seconds per cell of building a problem (recovery: per request and per machine, below).
-SECONDS_PER_CELL = {"placement": 2e-7, "recovery": 0.0, "pairing": 2e-7}
+#: Seconds per cell of building a problem (recovery is charged per request and per machine).
+SECONDS_PER_CELL = {"placement": 2e-7, "pairing": 2e-7}
 #: Recovery's build time per interrupted request and per machine (10 us and 1 us measured
 #: at 16,384 machines x 2,048 requests, rounded up).
 RECOVERY_SECONDS_PER_REQUEST = 5e-5
@@ -106,8 +106,9 @@ def estimate(kind: str, method: str, rows: int, columns: int) -> ProblemSize:
     heuristic = info is not None and not info.exact
     factor = 1 if heuristic else EXACT_FACTOR
     size = cells * BYTES_PER_CELL[kind] * factor
-    seconds = cells * SECONDS_PER_CELL[kind]
-    if kind == "recovery":
+    if kind != "recovery":
+        seconds = cells * SECONDS_PER_CELL[kind]
+    else:
         seconds = rows * RECOVERY_SECONDS_PER_REQUEST + columns * RECOVERY_SECONDS_PER_MACHINE
         if heuristic and cells > HUGE_CELLS:
             size = (rows + columns) * RECOVERY_CLASSED_BYTES
