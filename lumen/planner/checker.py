@@ -111,6 +111,7 @@ def check_recovery(problem: RecoveryProblem, plan: RecoveryPlan) -> CheckReport:
         if seen.get(i, -1) != machine[i]:
             violations.append(f"request {i}: order and assignment disagree")
     kv = [0.0] * m
+    chosen = [math.inf] * n  # each request's time in its plan's mode on its machine
     for i in range(n):
         j = machine[i]
         if not 0 <= j < m:
@@ -119,6 +120,8 @@ def check_recovery(problem: RecoveryProblem, plan: RecoveryPlan) -> CheckReport:
         times = [float(t) for t in problem.modes.at([i], [j])[0].tolist()]
         if not 0 <= mode[i] < len(times) or not math.isfinite(times[mode[i]]):
             violations.append(f"request {i}: mode {mode[i]} is not available on machine {j}")
+        else:
+            chosen[i] = times[mode[i]]
         kv[j] += float(problem.kv_tokens[i])
     for j in range(m):
         if _over(kv[j], float(problem.kv_free_tokens[j])):
@@ -132,7 +135,7 @@ def check_recovery(problem: RecoveryProblem, plan: RecoveryPlan) -> CheckReport:
     for j, seq in enumerate(plan.order):
         clock = float(problem.ready_s[j])
         for i in seq:
-            p = float(problem.modes.at([i], [j])[0, mode[i]])
+            p = chosen[i]
             clock += p
             objective += clock + float(problem.queued[j]) * p
     return CheckReport(True, objective, ())
