@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -168,7 +167,6 @@ def recovery_problem(
         times[i, 0, 1] = transfer
         times[i, 0, 2] = full
         times[i, 1, 3] = min(full, transfer)
-    on_worker = Counter(r.home for r in state.requests.values())  # requests_on, for all at once
     modes = ModeTimes.build(
         machine_class=[0] * len(survivors) + [1] * len(recovering),
         class_time_s=times,
@@ -182,7 +180,7 @@ def recovery_problem(
         + [capacity] * len(recovering),
         kv_tokens=[r.context_tokens for r in interrupted],
         modes=modes,
-        running=[on_worker.get(w.id, 0) for w in survivors] + [0] * len(recovering),
+        running=[len(state.requests_on(w.id)) for w in survivors] + [0] * len(recovering),
         is_recovering=[False] * len(survivors) + [True] * len(recovering),
         prefix_tokens=[
             r.checkpointed_tokens if r.checkpoint_holder is not None else 0 for r in interrupted

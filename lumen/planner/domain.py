@@ -13,8 +13,9 @@ require a holder outside its request's home node.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 
 
@@ -179,6 +180,17 @@ class WorkerLoad:
         return max(0, self.host_budget_bytes - self.host_reserved_bytes)
 
 
+def _group(
+    requests: Iterable[Request], key: Callable[[Request], int | None]
+) -> Mapping[int, tuple[Request, ...]]:
+    groups: dict[int, list[Request]] = {}
+    for r in requests:
+        k = key(r)
+        if k is not None:
+            groups.setdefault(k, []).append(r)
+    return MappingProxyType({k: tuple(v) for k, v in groups.items()})
+
+
 @dataclass(frozen=True)
 class ClusterState:
     """Immutable snapshot of the cluster: workers, their load and the in-flight requests.
@@ -273,13 +285,23 @@ class ClusterState:
     def serving_workers(self) -> Iterator[Worker]:
         return (w for w in self.workers if w.state.serves_target)
 
+    @cached_property
+    def _homes(self) -> Mapping[int, tuple[Request, ...]]:
+        """Requests by home worker, built on first use (one pass, not one per worker)."""
+        return _group(self.requests.values(), lambda r: r.home)
+
+    @cached_property
+    def _holders(self) -> Mapping[int, tuple[Request, ...]]:
+        """Requests by checkpoint holder, built on first use."""
+        return _group(self.requests.values(), lambda r: r.checkpoint_holder)
+
     def requests_on(self, worker_id: int) -> list[Request]:
         """Requests whose home is ``worker_id`` (their KV lives in its GPU memory)."""
-        return [r for r in self.requests.values() if r.home == worker_id]
+        return list(self._homes.get(worker_id, ()))
 
     def checkpoints_on(self, worker_id: int) -> list[Request]:
         """Requests whose checkpoint ``worker_id`` holds in host memory."""
-        return [r for r in self.requests.values() if r.checkpoint_holder == worker_id]
+        return list(self._holders.get(worker_id, ()))
 
     def reservation_bytes(self, worker_id: int) -> int:
         """Host bytes ``worker_id`` must reserve: the max context of every checkpoint it holds."""
