@@ -3,6 +3,7 @@
     python benchmarks/bench_hostile_problem.py                       # 8,192 workers x 20,000
     python benchmarks/bench_hostile_problem.py --workers 1024 --requests 5000 --deadline 3
     python benchmarks/bench_hostile_problem.py --quick       # 1,024 workers x 2,000 (seconds)
+    python benchmarks/bench_hostile_problem.py --kv-room 200000   # feasible: a plan is needed
 
 Starts ``lumen serve`` in its own process, sends one PlanRecovery whose interrupted requests
 (all of them: their homes are the first 16 workers, all failed) meet every machine, with a
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc
 from _common import proc_status, start_service
 
-from lumen.planner.domain import ClusterState, Request, Worker, WorkerState
+from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
 from lumen.planner.service import wire
 from lumen.proto.gen.v1 import planner_pb2 as pb
 from lumen.proto.gen.v1 import planner_pb2_grpc as pb_grpc
@@ -34,13 +35,19 @@ from lumen.proto.gen.v1 import planner_pb2_grpc as pb_grpc
 FAILED = 16
 
 
-def hostile_state(workers: int, requests: int) -> ClusterState:
+def hostile_state(workers: int, requests: int, kv_room: int = 0) -> ClusterState:
+    """Every request homed on the first 16 workers, all failed. Without ``kv_room`` no survivor
+    reports free KV (the plan is a quick proof of infeasibility); with it each has that many
+    tokens free and a queue of 0-6 requests, and the greedy must place every request."""
     ws = [
         Worker(k, k // 8, "A800-80GB", WorkerState.FAILED if k < FAILED else WorkerState.SERVING)
         for k in range(workers)
     ]
     reqs = [Request(i, i % FAILED, 1000, 10, 500) for i in range(requests)]
-    return ClusterState.build(ws, reqs, {}, kv_bytes_per_token=163_840)
+    loads = {
+        k: WorkerLoad(queue_length=k % 7, gpu_kv_capacity_tokens=kv_room) for k in range(workers)
+    }
+    return ClusterState.build(ws, reqs, loads if kv_room else {}, kv_bytes_per_token=163_840)
 
 
 def cpu_s(pid: int) -> float:
@@ -55,12 +62,15 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=3.0)
     parser.add_argument("--watch", type=float, default=300.0, help="stop watching after S")
     parser.add_argument("--quick", action="store_true", help="1,024 workers x 2,000 requests")
+    parser.add_argument(
+        "--kv-room", type=int, default=0, help="free KV tokens per worker (0: none, infeasible)"
+    )
     args, serve_args = parser.parse_known_args()
     if args.quick:
         args.workers, args.requests = 1_024, 2_000
     serve_args = [a for a in serve_args if a != "--"]
     request = pb.PlanRecoveryRequest(
-        state=wire.cluster_state_to_proto(hostile_state(args.workers, args.requests))
+        state=wire.cluster_state_to_proto(hostile_state(args.workers, args.requests, args.kv_room))
     )
     request.options.method = "greedy"
     print(
