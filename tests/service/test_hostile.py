@@ -28,6 +28,7 @@ from lumen.cli import app
 from lumen.planner.builders import BuildCancelled, recovery_problem
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
+from lumen.planner.heuristics.recovery_scale import _Insertion
 from lumen.planner.service import wire
 from lumen.planner.service.budget import ProblemBudget, estimate
 from lumen.planner.service.controller import ControllerConfig
@@ -133,13 +134,21 @@ def test_a_problem_above_the_budget_is_refused_before_building(
 
 
 def test_a_deadline_stops_the_work_on_a_large_problem(
-    make_server: ServerFactory, cost: CostModel
+    make_server: ServerFactory, cost: CostModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = ControllerConfig(cost=cost, budget=ProblemBudget(max_bytes=None, max_seconds=None))
     srv, _ = make_server(config)
-    # 41 M cells with room on every survivor: built in a fraction of a second on machine
-    # classes, then seconds of greedy insertion, cut by the deadline.
-    state = wide_state(2_048, 20_000, kv_room=200_000)
+    # 8 M cells with room on every survivor: built in a fraction of a second on machine classes,
+    # then greedy insertion, slowed to at least 2 s here so that the deadline cuts it on any
+    # machine (a fast one inserts all 4,000 requests in about 0.1 s).
+    insert = _Insertion.best
+
+    def slow_best(self: _Insertion, i: int, skip: int = -1) -> tuple[int, float]:
+        time.sleep(0.0005)
+        return insert(self, i, skip)
+
+    monkeypatch.setattr(_Insertion, "best", slow_best)
+    state = wide_state(2_048, 4_000, kv_room=200_000)
     request = pb.PlanRecoveryRequest(state=wire.cluster_state_to_proto(state))
     request.options.method = "greedy"
     with grpc.insecure_channel(srv.target) as channel, pytest.raises(grpc.RpcError) as info:
@@ -156,6 +165,8 @@ def test_a_deadline_stops_the_work_on_a_large_problem(
     )
     assert sample(srv, "lumen_planner_solves_total", problem="recovery", method="greedy",
                   termination="feasible") == 0  # fmt: skip
+    # Stopped near the deadline, far from the 2 s the insertion needs.
+    assert sample(srv, "lumen_planner_solve_seconds_sum", problem="recovery", method="greedy") < 1.5
     assert health(srv.target) == health_pb2.HealthCheckResponse.SERVING
 
 

@@ -18,20 +18,16 @@ where it costs least when that lowers ``J`` (the same candidates, the same exact
 from __future__ import annotations
 
 import math
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 
+from lumen.planner.heuristics.clock import CHECK_EVERY, Clock
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
-from lumen.planner.result import Limit
 
 #: Empty machines of a group tried past its head when the head lacks KV room for a request.
 ROOM_SCAN = 8
-#: The cancel event is checked once per this many requests.
-CHECK_EVERY = 64
 
 
 @dataclass
@@ -305,25 +301,10 @@ class _Insertion:
         occ.room[u] = self.room[j]
 
 
-class Stopped(Exception):
-    """Insertion stopped before every request had a machine; ``limit`` says why."""
-
-    def __init__(self, limit: Limit, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
-
-
-def _stop(cancel: threading.Event | None, deadline: float) -> Limit | None:
-    if cancel is not None and cancel.is_set():
-        return Limit.CANCELLED
-    return Limit.TIME if time.perf_counter() > deadline else None
-
-
 def classed_insertion(
     problem: RecoveryProblem,
     passes: int = 1,
-    cancel: threading.Event | None = None,
-    deadline: float = math.inf,
+    clock: Clock | None = None,
 ) -> IntArray | None:
     """Insert every request where it raises ``J`` least (see the module docstring), then make
     up to ``passes`` passes of single moves over the requests in the same order, each to the
@@ -335,15 +316,16 @@ def classed_insertion(
     and saves up to half the pass at 512 x 1,024.
     None when a request finds no candidate machine with room.
 
-    A set ``cancel`` event or a ``deadline`` passed (``time.perf_counter()``; both checked
-    every :data:`CHECK_EVERY` requests) raise :class:`Stopped` during insertion and end the
-    move passes early (the plan then depends on timing; without them it does not)."""
+    A ``clock`` whose limit is reached (checked every :data:`CHECK_EVERY` requests) raises
+    :class:`.clock.Stopped` during insertion and ends the move passes early, recording it on the
+    clock (the plan then depends on timing; without a limit reached it does not)."""
     n = problem.num_requests
+    clock = clock if clock is not None else Clock()
     state = _Insertion(problem, n * passes)
     order = regret_order(problem, state.pc, np.asarray(state.po), state.groups).tolist()
     for k, i in enumerate(order):
-        if k % CHECK_EVERY == 0 and (limit := _stop(cancel, deadline)) is not None:
-            raise Stopped(limit, f"stopped ({limit.value}) after inserting {k} of {n} requests")
+        if k % CHECK_EVERY == 0:
+            clock.check(f"after inserting {k} of {n} requests")
         j, cost = state.best(i)
         if j < 0 or not np.isfinite(cost):
             return None
@@ -351,7 +333,8 @@ def classed_insertion(
     for _ in range(passes):
         moved = 0
         for k, i in enumerate(order):
-            if k % CHECK_EVERY == 0 and _stop(cancel, deadline) is not None:
+            if k % CHECK_EVERY == 0 and (limit := clock.limit()) is not None:
+                clock.stop(limit, f"the move pass stopped after {k} of {n} requests")
                 return np.array(state.machine, np.int64)
             here = state.machine[i]
             if state.occ.joined[state.occ.slot[here]] == state.joined_at[i]:
