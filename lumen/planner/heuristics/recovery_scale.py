@@ -17,6 +17,7 @@ where it costs least when that lowers ``J`` (the same candidates, the same exact
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import cast
@@ -33,19 +34,26 @@ ROOM_SCAN = 8
 @dataclass
 class _Groups:
     """Empty machines grouped by (class, queue), each group sorted by ready time, with each
-    group's head (its first empty machine) kept in arrays for vectorized costs."""
+    group's head (its first empty machine) kept in arrays for vectorized costs. What is read
+    one value at a time is also kept in Python lists (numpy's scalar access costs more)."""
 
     machines: IntArray  # concatenated groups
     end: IntArray  # per group: one past its last position in ``machines``
     klass: IntArray  # per group: its machine class
     slope: FloatArray  # per group: 1 + queued
-    ptr: IntArray  # per group: position of its head
     group_of: IntArray  # per machine: its group
     head: IntArray  # per group: its head machine (-1: none left)
     head_a: FloatArray  # ... its ready time (inf: none left)
     head_room: FloatArray  # ... its KV room (inf: none left, never blocks)
     min_room: float = 0.0  # the least KV room among the heads that are left
-    group_list: list[int] = field(default_factory=list)  # ``group_of`` for scalar reads
+    # The same as lists, and each group's head position (``ptr``).
+    machine_list: list[int] = field(default_factory=list)
+    end_list: list[int] = field(default_factory=list)
+    klass_list: list[int] = field(default_factory=list)
+    slope_list: list[float] = field(default_factory=list)
+    group_list: list[int] = field(default_factory=list)
+    head_list: list[int] = field(default_factory=list)
+    ptr: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, problem: RecoveryProblem) -> _Groups:
@@ -58,33 +66,42 @@ class _Groups:
         group_of[order] = np.cumsum(new) - 1
         head = order[start]
         rooms = problem.kv_free_tokens[head].astype(np.float64)
+        end = np.r_[start[1:], m].astype(np.int64)
+        klass, slope = key_c[start], 1.0 + key_q[start]
         return cls(
             machines=order,
-            end=np.r_[start[1:], m].astype(np.int64),
-            klass=key_c[start],
-            slope=1.0 + key_q[start],
-            ptr=start.copy(),
+            end=end,
+            klass=klass,
+            slope=slope,
             group_of=group_of,
             head=head,
             head_a=problem.ready_s[head].astype(np.float64),
             head_room=rooms,
             min_room=float(rooms.min(initial=np.inf)),
+            machine_list=order.tolist(),
+            end_list=end.tolist(),
+            klass_list=klass.tolist(),
+            slope_list=slope.astype(np.float64).tolist(),
             group_list=group_of.tolist(),
+            head_list=head.tolist(),
+            ptr=start.tolist(),
         )
 
     def take(self, j: int, taken: list[bool], room: list[float], ready: list[float]) -> None:
         """Machine ``j`` is no longer empty: move its group's head past taken machines."""
-        g = int(self.group_of[j])
-        p, end = int(self.ptr[g]), int(self.end[g])
-        while p < end and taken[self.machines[p]]:
+        g = self.group_list[j]
+        p, end, machines = self.ptr[g], self.end_list[g], self.machine_list
+        while p < end and taken[machines[p]]:
             p += 1
         self.ptr[g] = p
         was = float(self.head_room[g])
         if p < end:
-            h = int(self.machines[p])
+            h = machines[p]
             self.head[g], self.head_a[g], self.head_room[g] = h, ready[h], room[h]
+            self.head_list[g] = h
         else:
             self.head[g], self.head_a[g], self.head_room[g] = -1, np.inf, np.inf
+            self.head_list[g] = -1
         if was <= self.min_room:  # the least room may have left: look again
             self.min_room = float(self.head_room.min())
         else:
@@ -93,9 +110,9 @@ class _Groups:
     def next_fit(self, g: int, skip: int, kv: float, room: list[float], taken: list[bool]) -> int:
         """The first empty machine of group ``g`` other than ``skip`` with room for ``kv``,
         looking at most :data:`ROOM_SCAN` machines past those without room (-1: none)."""
-        p, end, seen = int(self.ptr[g]), int(self.end[g]), 0
+        p, end, seen, machines = self.ptr[g], self.end_list[g], 0, self.machine_list
         while p < end and seen <= ROOM_SCAN:
-            j = int(self.machines[p])
+            j = machines[p]
             if not taken[j] and j != skip:
                 if room[j] >= kv:
                     return j
@@ -138,13 +155,13 @@ class _Occupied:
     live in Python lists (numpy's scalar access costs more than the vector work here)."""
 
     def __init__(self, n: int, m: int, entries: int) -> None:
-        self.machines = np.empty(n, np.int64)
+        self.machines: list[int] = []  # per slot
         self.slot: list[int] = [-1] * m
         self.a = np.empty(n)
         self.s = np.empty(n)
         self.cls = np.empty(n, np.int64)
         self.room = np.empty(n)
-        self.times: list[list[float]] = []  # per slot: the times of its requests
+        self.times: list[list[float]] = []  # per slot: the times of its requests, sorted
         self.joined: list[int] = []  # per slot: requests put there so far
         self.classes: set[int] = set()  # the classes of the occupied machines
         self.first_class = -1  # the first of them
@@ -153,6 +170,12 @@ class _Occupied:
         self.e_t = np.empty(entries)
         self.k = 0  # occupied machines
         self.c = 0  # entries
+
+    def shared(self, u: int, x: float) -> float:
+        """``sum_k min(t_k, x)`` over the requests of slot ``u``."""
+        times = self.times[u]
+        below = bisect.bisect_left(times, x)
+        return sum(times[:below]) + x * (len(times) - below)
 
     def add(
         self, j: int, klass: int, t: float, a: float, s: float, room: float
@@ -164,7 +187,8 @@ class _Occupied:
         if new:
             u = self.k
             self.slot[j] = u
-            self.machines[u], self.a[u], self.s[u], self.cls[u] = j, a, s, klass
+            self.machines.append(j)
+            self.a[u], self.s[u], self.cls[u] = a, s, klass
             self.times.append([])
             self.joined.append(0)
             self.k += 1
@@ -172,7 +196,7 @@ class _Occupied:
                 self.first_class = klass
             self.classes.add(klass)
         self.room[u] = room
-        self.times[u].append(t)
+        bisect.insort(self.times[u], t)
         self.joined[u] += 1
         c = self.c
         self.e_slot[c], self.e_cls[c], self.e_t[c] = u, klass, t
@@ -186,6 +210,8 @@ class _Insertion:
     def __init__(self, problem: RecoveryProblem, moves: int) -> None:
         self.problem = problem
         self.pc, po = problem.modes.processing_by_class()
+        #: ``pc`` as lists, for scalar reads.
+        self.pc_rows: list[list[float]] = self.pc.tolist()
         self.po: list[float] = po.tolist()
         self.own: list[int] = problem.modes.own_machine.tolist()
         self.mc: list[int] = problem.modes.machine_class.tolist()
@@ -210,17 +236,18 @@ class _Insertion:
         room gives way to the next machines of its group) and the request's own machine, where
         its own time applies (so it is never costed as an occupied machine or a head). One
         method, not three: this runs once per request and per move, and calls cost here."""
-        row, kv, j_own = self.pc[i], self.kv[i], self.own[i]
+        kv, j_own = self.kv[i], self.own[i]
         occ, gr = self.occ, self.groups
         best_j, best = -1, math.inf
         k, c = occ.k, occ.c
         if k:
             if len(occ.classes) == 1:  # one class occupied (typical): its time is a scalar
-                x = float(row[occ.first_class])
+                x = self.pc_rows[i][occ.first_class]
                 shared = np.minimum(occ.e_t[:c], x)
                 cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
                 cost += x * occ.s[:k]
             else:
+                row = self.pc[i]
                 shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
                 cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
                 cost += row[occ.cls[:k]] * occ.s[:k]
@@ -229,45 +256,48 @@ class _Insertion:
                 cost[occ.slot[j_own]] = math.inf
             if skip >= 0:
                 cost[occ.slot[skip]] = math.inf
+            # Machines without room for it (the cheapest often is: masking first is cheaper).
+            np.putmask(cost, occ.room[:k] < kv, math.inf)
             u = int(cost.argmin())
-            if occ.room[u] < kv:  # mask the full machines only when the cheapest one is full
-                cost[occ.room[:k] < kv] = math.inf
-                u = int(cost.argmin())
-            best_j, best = int(occ.machines[u]), float(cost[u])
+            best_j, best = occ.machines[u], float(cost[u])
         heads = gr.head
         cost = self.slope_cost[i] + gr.head_a
         blocked: list[int] = np.flatnonzero(gr.head_room < kv).tolist() if kv > gr.min_room else []
-        if j_own >= 0 and heads[gr.group_list[j_own]] == j_own:
+        if j_own >= 0 and gr.head_list[gr.group_list[j_own]] == j_own:
             blocked.append(gr.group_list[j_own])
         if blocked:
             heads = heads.copy()
             for g in blocked:
-                if gr.head[g] < 0:
+                if gr.head_list[g] < 0:
                     continue
                 j = gr.next_fit(g, j_own, kv, self.room, self.taken)
                 heads[g] = j
-                cost[g] = self.a[j] + row[gr.klass[g]] * gr.slope[g] if j >= 0 else math.inf
+                x_g = self.pc_rows[i][gr.klass_list[g]]
+                cost[g] = self.a[j] + x_g * gr.slope_list[g] if j >= 0 else math.inf
         g = int(cost.argmin())
-        if cost[g] < best:
-            best_j, best = int(heads[g]), float(cost[g])
+        if (head_cost := float(cost[g])) < best:
+            best_j, best = int(heads[g]), head_cost
         if j_own != skip:
-            mine = self.own_cost(i, kv)
+            mine = self.own_cost(i, kv, best)
             if mine < best:
                 best_j, best = j_own, mine
         return best_j, best
 
-    def own_cost(self, i: int, kv: float) -> float:
-        """The cost on the request's own machine (inf: none, no room or no mode there)."""
+    def own_cost(self, i: int, kv: float, below: float = math.inf) -> float:
+        """The cost on the request's own machine (inf: none, no room or no mode there, or
+        known not to be below ``below`` before its shared term is summed)."""
         j, x = self.own[i], self.po[i]
         if j < 0 or x == math.inf or self.room[j] < kv:
             return math.inf
+        if self.a[j] + x * self.s[j] >= below:  # sharing only adds
+            return math.inf
         u = self.occ.slot[j]
-        share = sum(min(t, x) for t in self.occ.times[u]) if u >= 0 else 0.0
+        share = self.occ.shared(u, x) if u >= 0 else 0.0
         return self.a[j] + x * self.s[j] + share
 
     def place(self, i: int, j: int) -> None:
         """Put request ``i`` on machine ``j``."""
-        t = self.po[i] if j == self.own[i] else float(self.pc[i, self.mc[j]])
+        t = self.po[i] if j == self.own[i] else self.pc_rows[i][self.mc[j]]
         self.room[j] -= self.kv[i]
         new, self.entry[i] = self.occ.add(j, self.mc[j], t, self.a[j], self.s[j], self.room[j])
         self.joined_at[i] = self.occ.joined[self.occ.slot[j]]
@@ -288,7 +318,7 @@ class _Insertion:
         occ.times[u].remove(t)
         self.room[j] += self.kv[i]
         occ.room[u] = self.room[j]
-        share = sum(min(x, t) for x in occ.times[u])
+        share = occ.shared(u, t)
         return t, self.a[j] + t * self.s[j] + share
 
     def stay(self, i: int, t: float) -> None:
@@ -296,7 +326,7 @@ class _Insertion:
         j, entry, occ = self.machine[i], self.entry[i], self.occ
         u = occ.slot[j]
         occ.e_t[entry] = t
-        occ.times[u].append(t)
+        bisect.insort(occ.times[u], t)
         self.room[j] -= self.kv[i]
         occ.room[u] = self.room[j]
 
