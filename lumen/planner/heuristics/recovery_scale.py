@@ -306,28 +306,26 @@ class _Insertion:
             self.groups.take(j, self.taken, self.room, self.a)
         self.machine[i] = j
 
-    def leave(self, i: int) -> tuple[float, float]:
-        """Take request ``i`` off its machine; returns its time there and what leaving saves
-        (its insertion cost there given the machine's other requests). Its entry stays, with
-        time 0 (it then shares nothing); an emptied machine stays among the occupied, where it
-        costs what an empty machine costs."""
-        j, entry, occ = self.machine[i], self.entry[i], self.occ
+    def saving(self, i: int) -> float:
+        """What taking request ``i`` off its machine would save: its insertion cost there given
+        the machine's other requests. The state does not change: costing the other machines
+        does not need it off (its own machine is skipped there)."""
+        j, occ = self.machine[i], self.occ
         u = occ.slot[j]
-        t = float(occ.e_t[entry])
-        occ.e_t[entry] = 0.0
-        occ.times[u].remove(t)
-        self.room[j] += self.kv[i]
-        occ.room[u] = self.room[j]
-        share = occ.shared(u, t)
-        return t, self.a[j] + t * self.s[j] + share
+        t, times = float(occ.e_t[self.entry[i]]), occ.times[u]
+        below = bisect.bisect_left(times, t)  # times[below] is t (or an equal one)
+        share = sum(times[:below]) + t * (len(times) - below - 1)
+        return self.a[j] + t * self.s[j] + share
 
-    def stay(self, i: int, t: float) -> None:
-        """Undo :meth:`leave` (request ``i`` of time ``t`` back on its machine, same entry)."""
+    def leave(self, i: int) -> None:
+        """Take request ``i`` off its machine. Its entry stays, with time 0 (it then shares
+        nothing); an emptied machine stays among the occupied, where it costs what an empty
+        machine costs."""
         j, entry, occ = self.machine[i], self.entry[i], self.occ
         u = occ.slot[j]
-        occ.e_t[entry] = t
-        bisect.insort(occ.times[u], t)
-        self.room[j] -= self.kv[i]
+        occ.times[u].remove(float(occ.e_t[entry]))
+        occ.e_t[entry] = 0.0
+        self.room[j] += self.kv[i]
         occ.room[u] = self.room[j]
 
 
@@ -371,13 +369,12 @@ def classed_insertion(
                 continue  # nothing joined it since its choice, which was the cheapest then
             if here == state.own[i]:
                 continue  # anywhere else costs it a transfer or a recompute
-            t, gain = state.leave(i)
+            gain = state.saving(i)
             j, cost = state.best(i, skip=here)
             if j >= 0 and cost < gain - 1e-12 * max(1.0, gain):
+                state.leave(i)
                 state.place(i, j)
                 moved += 1
-            else:
-                state.stay(i, t)
         if not moved:
             break
     return np.array(state.machine, np.int64)
