@@ -12,8 +12,8 @@ objective beside the matrix search's on the same problem made dense (about 3 GiB
 the greedy, the paper's rule and Stop-and-Restart to the exact backends over generated
 instances of every family (the generator's and variants: heterogeneous survivors, failure
 domains, binding KV on uneven survivors, long contexts), how many were proven optimal, and the
-greedy's gap per family beside the goal; (4) the wall time of each exact backend beside its
-time limit on large instances.
+greedy's gap per family beside the goal; (4) the wall time of each exact backend, and of the
+greedy's matrix search under tight KV, beside its time limit on large instances.
 
 Stop-and-Restart ignores checkpoints, so its plan is evaluated on the problem without them; its
 gap is measured against the optimum of the full problem (what the checkpoints buy).
