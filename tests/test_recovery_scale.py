@@ -1,9 +1,7 @@
 """The greedy on machine classes: the matrix greedy's insertion, moves that only lower J, the
-routing of solve_greedy, and stopping on cancel or deadline."""
+routing of solve_greedy (stopping on cancel or deadline: test_greedy_limits.py)."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import pytest
@@ -21,7 +19,7 @@ from lumen.planner.recovery_eval import (
     recovery_objective,
     standalone_costs,
 )
-from lumen.planner.result import Limit, SolveSettings, Termination
+from lumen.planner.result import SolveSettings, Termination
 
 
 def matrix_insertion(problem: RecoveryProblem) -> np.ndarray:
@@ -100,17 +98,6 @@ def test_solve_greedy_takes_the_classes_above_the_threshold_only() -> None:
     assert res.termination is Termination.FEASIBLE and res.plan is not None
     report = check_recovery(big, res.plan)
     assert report.feasible and report.objective == pytest.approx(res.objective, rel=1e-9)
-
-
-def test_the_greedy_on_classes_stops_on_cancel_and_at_the_deadline() -> None:
-    problem = random_recovery_problem(np.random.default_rng(5), 400, 300, "uniform")
-    cancel = threading.Event()
-    cancel.set()
-    res = H.solve_greedy(problem, SolveSettings(cancel=cancel))
-    assert (res.termination, res.limit) == (Termination.NO_SOLUTION, Limit.CANCELLED)
-    res = H.solve_greedy(problem, SolveSettings(time_limit_s=1e-9))
-    assert (res.termination, res.limit) == (Termination.NO_SOLUTION, Limit.TIME)
-    assert H.solve_greedy(problem, SolveSettings()).termination is Termination.FEASIBLE
 
 
 def test_a_slow_own_machine_is_not_costed_at_its_class_time() -> None:
