@@ -34,26 +34,22 @@ ROOM_SCAN = 8
 @dataclass
 class _Groups:
     """Empty machines grouped by (class, queue), each group sorted by ready time, with each
-    group's head (its first empty machine) kept in arrays for vectorized costs. What is read
-    one value at a time is also kept in Python lists (numpy's scalar access costs more)."""
+    group's head (its first empty machine). What vectorized costs read is in arrays, what is
+    read one value at a time in Python lists (numpy's scalar access costs more); the
+    positions (``machines``, ``end``) are read both ways and kept both ways."""
 
     machines: IntArray  # concatenated groups
     end: IntArray  # per group: one past its last position in ``machines``
     klass: IntArray  # per group: its machine class
     slope: FloatArray  # per group: 1 + queued
-    group_of: IntArray  # per machine: its group
-    head: IntArray  # per group: its head machine (-1: none left)
-    head_a: FloatArray  # ... its ready time (inf: none left)
-    head_room: FloatArray  # ... its KV room (inf: none left, never blocks)
+    head_a: FloatArray  # per group: its head's ready time (inf: none left)
+    head_room: FloatArray  # ... its head's KV room (inf: none left, never blocks)
     min_room: float = 0.0  # the least KV room among the heads that are left
-    # The same as lists, and each group's head position (``ptr``).
-    machine_list: list[int] = field(default_factory=list)
-    end_list: list[int] = field(default_factory=list)
-    klass_list: list[int] = field(default_factory=list)
-    slope_list: list[float] = field(default_factory=list)
-    group_list: list[int] = field(default_factory=list)
-    head_list: list[int] = field(default_factory=list)
-    ptr: list[int] = field(default_factory=list)
+    machine_list: list[int] = field(default_factory=list)  # ``machines``
+    end_list: list[int] = field(default_factory=list)  # ``end``
+    group_of: list[int] = field(default_factory=list)  # per machine: its group
+    head: list[int] = field(default_factory=list)  # per group: its head machine (-1: none)
+    ptr: list[int] = field(default_factory=list)  # per group: its head's position
 
     @classmethod
     def of(cls, problem: RecoveryProblem) -> _Groups:
@@ -67,29 +63,24 @@ class _Groups:
         head = order[start]
         rooms = problem.kv_free_tokens[head].astype(np.float64)
         end = np.r_[start[1:], m].astype(np.int64)
-        klass, slope = key_c[start], 1.0 + key_q[start]
         return cls(
             machines=order,
             end=end,
-            klass=klass,
-            slope=slope,
-            group_of=group_of,
-            head=head,
+            klass=key_c[start],
+            slope=1.0 + key_q[start],
             head_a=problem.ready_s[head].astype(np.float64),
             head_room=rooms,
             min_room=float(rooms.min(initial=np.inf)),
             machine_list=order.tolist(),
             end_list=end.tolist(),
-            klass_list=klass.tolist(),
-            slope_list=slope.astype(np.float64).tolist(),
-            group_list=group_of.tolist(),
-            head_list=head.tolist(),
+            group_of=group_of.tolist(),
+            head=head.tolist(),
             ptr=start.tolist(),
         )
 
     def take(self, j: int, taken: list[bool], room: list[float], ready: list[float]) -> None:
         """Machine ``j`` is no longer empty: move its group's head past taken machines."""
-        g = self.group_list[j]
+        g = self.group_of[j]
         p, end, machines = self.ptr[g], self.end_list[g], self.machine_list
         while p < end and taken[machines[p]]:
             p += 1
@@ -98,10 +89,8 @@ class _Groups:
         if p < end:
             h = machines[p]
             self.head[g], self.head_a[g], self.head_room[g] = h, ready[h], room[h]
-            self.head_list[g] = h
         else:
             self.head[g], self.head_a[g], self.head_room[g] = -1, np.inf, np.inf
-            self.head_list[g] = -1
         if was <= self.min_room:  # the least room may have left: look again
             self.min_room = float(self.head_room.min())
         else:
@@ -171,11 +160,12 @@ class _Occupied:
         self.k = 0  # occupied machines
         self.c = 0  # entries
 
-    def shared(self, u: int, x: float) -> float:
-        """``sum_k min(t_k, x)`` over the requests of slot ``u``."""
+    def shared(self, u: int, x: float, less: int = 0) -> float:
+        """``sum_k min(t_k, x)`` over the requests of slot ``u``, less ``less`` of those with
+        time ``x`` (1: leave out a request of time ``x`` that is there)."""
         times = self.times[u]
         below = bisect.bisect_left(times, x)
-        return sum(times[:below]) + x * (len(times) - below)
+        return sum(times[:below]) + x * (len(times) - below - less)
 
     def add(
         self, j: int, klass: int, t: float, a: float, s: float, room: float
@@ -208,7 +198,6 @@ class _Insertion:
     """The state of :func:`classed_insertion` and the cost of each kind of candidate."""
 
     def __init__(self, problem: RecoveryProblem, moves: int) -> None:
-        self.problem = problem
         self.pc, po = problem.modes.processing_by_class()
         #: ``pc`` as lists, for scalar reads.
         self.pc_rows: list[list[float]] = self.pc.tolist()
@@ -263,20 +252,20 @@ class _Insertion:
         heads = gr.head
         cost = self.slope_cost[i] + gr.head_a
         blocked: list[int] = np.flatnonzero(gr.head_room < kv).tolist() if kv > gr.min_room else []
-        if j_own >= 0 and gr.head_list[gr.group_list[j_own]] == j_own:
-            blocked.append(gr.group_list[j_own])
+        if j_own >= 0 and heads[gr.group_of[j_own]] == j_own:
+            blocked.append(gr.group_of[j_own])
         if blocked:
             heads = heads.copy()
             for g in blocked:
-                if gr.head_list[g] < 0:
+                if heads[g] < 0:
                     continue
                 j = gr.next_fit(g, j_own, kv, self.room, self.taken)
                 heads[g] = j
-                x_g = self.pc_rows[i][gr.klass_list[g]]
-                cost[g] = self.a[j] + x_g * gr.slope_list[g] if j >= 0 else math.inf
+                x_g = self.pc_rows[i][int(gr.klass[g])]
+                cost[g] = self.a[j] + x_g * float(gr.slope[g]) if j >= 0 else math.inf
         g = int(cost.argmin())
         if (head_cost := float(cost[g])) < best:
-            best_j, best = int(heads[g]), head_cost
+            best_j, best = heads[g], head_cost
         if j_own != skip:
             mine = self.own_cost(i, kv, best)
             if mine < best:
@@ -311,11 +300,8 @@ class _Insertion:
         the machine's other requests. The state does not change: costing the other machines
         does not need it off (its own machine is skipped there)."""
         j, occ = self.machine[i], self.occ
-        u = occ.slot[j]
-        t, times = float(occ.e_t[self.entry[i]]), occ.times[u]
-        below = bisect.bisect_left(times, t)  # times[below] is t (or an equal one)
-        share = sum(times[:below]) + t * (len(times) - below - 1)
-        return self.a[j] + t * self.s[j] + share
+        t = float(occ.e_t[self.entry[i]])
+        return self.a[j] + t * self.s[j] + occ.shared(occ.slot[j], t, less=1)
 
     def leave(self, i: int) -> None:
         """Take request ``i`` off its machine. Its entry stays, with time 0 (it then shares
