@@ -46,9 +46,7 @@ class Clock:
 
     def limit(self) -> Limit | None:
         """The limit reached now (cancellation first), or None."""
-        if self.cancel is not None and self.cancel.is_set():
-            return Limit.CANCELLED
-        return Limit.TIME if time.perf_counter() > self.deadline else None
+        return self.allows(0.0)
 
     def allows(self, seconds: float) -> Limit | None:
         """The limit that work of about ``seconds`` would reach (None: it fits)."""
