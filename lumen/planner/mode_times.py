@@ -192,19 +192,27 @@ class ModeTimes:
             own_time_s=own,
         )
 
+    def class_leaders(self, key: Any = None) -> tuple[IntArray, IntArray]:
+        """Per class, its first and its second machine in increasing ``key`` (per machine;
+        None: by index; ties by index), -1 where the class has fewer machines."""
+        m, c, cls = self.num_machines, self.num_classes, self.machine_class
+        if m == 0:
+            none = np.full(c, -1, np.int64)
+            return none, none.copy()
+        order = np.lexsort((cls,) if key is None else (key, cls))  # stable: ties by index
+        starts = np.searchsorted(cls[order], np.arange(c))
+        size = np.bincount(cls, minlength=c)
+        first: IntArray = np.where(size > 0, order[np.minimum(starts, m - 1)], -1)
+        second: IntArray = np.where(size > 1, order[np.minimum(starts + 1, m - 1)], -1)
+        return first, second
+
     def finite_machines(self, mode: int) -> IntArray:
         """Per request, the lowest machine index where ``mode`` is available (-1: none)."""
-        n, m, c = self.num_requests, self.num_machines, self.num_classes
+        n, m = self.num_requests, self.num_machines
         if n == 0 or m == 0:
             return np.full(n, -1, np.int64)
         # The lowest two machines of each class (m: none); classes without machines never count.
-        order = np.lexsort((np.arange(m), self.machine_class))
-        cls = self.machine_class[order]
-        starts = np.searchsorted(cls, np.arange(c))
-        ends = np.searchsorted(cls, np.arange(c), side="right")
-        size = ends - starts
-        first = np.where(size > 0, order[np.minimum(starts, m - 1)], m)
-        second = np.where(size > 1, order[np.minimum(starts + 1, m - 1)], m)
+        first, second = (np.where(x >= 0, x, m) for x in self.class_leaders())
         best = np.where(np.isfinite(self.class_time_s[:, :, mode]), first[None, :], m)
         # A request's own machine has its own times: where it is the first of its class, the
         # class's time applies from the second machine on; the own time applies to it alone.

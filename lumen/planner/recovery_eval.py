@@ -174,12 +174,7 @@ def _class_capacity(problem: RecoveryProblem, cap: FloatArray) -> FloatArray:
     request's own machine (-inf: no such machine), shape (n, C)."""
     modes = problem.modes
     n, c, cls = modes.num_requests, modes.num_classes, modes.machine_class
-    order = np.lexsort((-cap, cls))  # by class, largest capacity first
-    starts = np.searchsorted(cls[order], np.arange(c))
-    ends = np.searchsorted(cls[order], np.arange(c), side="right")
-    m = len(cls)
-    first = np.where(ends > starts, order[np.minimum(starts, m - 1)], -1)
-    second = np.where(ends > starts + 1, order[np.minimum(starts + 1, m - 1)], -1)
+    first, second = modes.class_leaders(-cap)  # largest capacity first
     top = np.where(first >= 0, cap[first], -np.inf)
     out = np.broadcast_to(top, (n, c)).copy()
     rows = np.flatnonzero(modes.has_own)
