@@ -256,7 +256,8 @@ class PlacementState:
     def _terms(self, home: int, work_s: float) -> tuple[float, float, float]:
         """``(worst, k, base)``: a holder ``j`` of ``home``'s row with load ``l`` scores
         ``max(l + work_s, worst) * alpha + wait[j] * k``, any other ``wait[j] * k + base``
-        (the lumen rule: ``worst = -inf`` and ``k = 1``, the same values as its own form)."""
+        (the lumen rule: ``worst = -inf`` and ``k = 1``, the same values as its own form). Both
+        :meth:`choose` and :meth:`choose_dense` score with these."""
         if self.rule == "greedy":
             worst, k = float(self.worst[home]), 1.0 / (int(self.home_count[home]) + 1)
         else:
@@ -342,16 +343,11 @@ class PlacementState:
             return int(before[0]) if before.size else -1
         score, entries, loads, alpha = self._score, self._rows[home], self._slot_load, self.alpha
         wait = self._wait
-        if self.rule == "greedy":
-            worst, k = float(self.worst[home]), 1.0 / (self.home_count[home] + 1)
-            np.multiply(wait, k, out=score)
-            score += max(0.0 + work_s, worst) * alpha
-            for j, slot in entries.items():
-                score[j] = max(loads[slot] + work_s, worst) * alpha + wait[j] * k
-        else:
-            np.add(wait, (0.0 + work_s) * alpha, out=score)
-            for j, slot in entries.items():
-                score[j] = (loads[slot] + work_s) * alpha + wait[j]
+        worst, k, base = self._terms(home, work_s)
+        np.multiply(wait, k, out=score)
+        score += base
+        for j, slot in entries.items():
+            score[j] = max(loads[slot] + work_s, worst) * alpha + wait[j] * k
         # Barred workers score _BARRED: those that may not hold at all, the home and its node.
         np.maximum(score, self._hold_penalty, out=score)
         score[self._mates[home] if self.require_other_node else home] = _BARRED
