@@ -434,11 +434,15 @@ class PlacementState:
         """Take a request's budget and stream rate from ``holder`` (negative: give back)."""
         self._budget[holder] -= reserve_bytes
         self._stream[holder] -= stream_bytes_s
+        self._sync_room(holder)
+
+    def _sync_room(self, worker: int) -> None:
+        """Bring ``worker``'s budget, stream capacity and can-hold flag into the wait order."""
         self._order.set_room(
-            holder,
-            float(self._budget[holder]),
-            float(self._stream[holder]),
-            self._hold_list[holder],
+            worker,
+            float(self._budget[worker]),
+            float(self._stream[worker]),
+            self._hold_list[worker],
         )
 
     def release(
@@ -479,7 +483,7 @@ class PlacementState:
         self._hold[worker] = can_hold
         self._hold_list[worker] = bool(can_hold)
         self._hold_penalty[worker] = 0.0 if can_hold else _BARRED
-        self._charge(worker, 0.0, 0.0)
+        self._sync_room(worker)
 
     def update_wait(self, wait_s: Any) -> None:
         """New queueing delays: the wait order is rebuilt (O(m log m)) and every home's wait sum
