@@ -123,6 +123,8 @@ class WaitOrder:
         i = start + size
         if i >= 2 * size:
             return -1
+        # Two copies of the walk: the budget-only one, the common case of a placement, does not
+        # test the stream tree at every node.
         if rate > 0.0:
             stream = self.stream
             while not (room[i] >= reserve and stream[i] >= rate):
