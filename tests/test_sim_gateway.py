@@ -37,6 +37,22 @@ def _pool(
     return sim, [SimWorker(i, sim, cost_model, table) for i in range(workers)]
 
 
+def scan_least_waiting(pool: list[SimWorker], now: float) -> SimWorker | None:
+    """The ``least-waiting`` choice by a plain scan over every worker's
+    :meth:`SimWorker.estimated_wait_s` (the reference the gateway's arrays must agree with):
+    the least wait, then the fewest active requests, then the lowest index."""
+    best: SimWorker | None = None
+    best_wait = best_load = 0.0
+    for w in pool:
+        if w.down:
+            continue
+        wait = w.estimated_wait_s(now)
+        load = w.active_requests
+        if best is None or wait < best_wait or (wait == best_wait and load < best_load):
+            best, best_wait, best_load = w, wait, load
+    return best
+
+
 def _loaded(cost_model: RooflineCostModel) -> tuple[Simulation, list[SimWorker]]:
     """Worker 0 holds one long prompt (requests 0), worker 1 two short ones (1, 2), worker 2
     three short ones (3, 4, 5); requests 6 and later are new."""
@@ -212,7 +228,7 @@ def _random_walk(
     checks = ties = load_ties = 0
     for rid in range(steps):
         now = sim.now
-        expected = gateway.scan_least_waiting(now)
+        expected = scan_least_waiting(pool, now)
         assert gateway.choose(now) is expected, f"seed {seed}, request {rid}, t={now}"
         scanned = [math.inf if w.down else w.estimated_wait_s(now) for w in pool]
         assert gateway.wait_estimates(now).tolist() == scanned

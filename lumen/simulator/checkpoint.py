@@ -109,27 +109,14 @@ class CheckpointPlacer:
         self.peak_reserved_bytes = [0.0] * m
         self._budget = budget_bytes
 
-    def place(
-        self,
-        worker: SimWorker,
-        rid: int,
-        workers: list[SimWorker],
-        waits: Callable[[float], FloatArray] | None = None,
-    ) -> int:
+    def place(self, worker: SimWorker, rid: int, waits: Callable[[float], FloatArray]) -> int:
         """Choose and reserve a holder for ``rid`` admitted on ``worker`` (-1: none).
 
-        ``waits``, when given, returns every worker's waiting estimate at a time (inf when
-        down) by worker index, as :meth:`lumen.simulator.gateway.SimGateway.wait_estimates`
-        does; otherwise ``workers`` are asked one by one."""
+        ``waits`` returns every worker's waiting estimate at a time (inf when down) by worker
+        index, as :meth:`lumen.simulator.gateway.SimGateway.wait_estimates` does."""
         now = worker.sim.now
         if now - self._refreshed >= WAIT_REFRESH_S:
-            if waits is not None:
-                self.state.update_wait(waits(now))
-            else:
-                wait = self.state.wait_s.copy()
-                for w in workers:
-                    wait[w.index] = math.inf if w.down else w.estimated_wait_s(now)
-                self.state.update_wait(wait)
+            self.state.update_wait(waits(now))
             self._refreshed = now
         req = worker.requests
         tokens = req.context_tokens[rid] + req.todo_tokens[rid]

@@ -25,14 +25,15 @@ the workers that reported a change since the last choice (:meth:`SimWorker.watch
 pure-decode run has passed an iteration boundary; the estimates of all workers are then one
 vectorised expression, evaluated exactly as :meth:`SimWorker.estimated_wait_s` does, and only
 the workers tying on the least wait are looked at one by one for the tie-break. The choice is
-the same as scanning every worker (``tests/test_sim_gateway.py`` checks it on random states).
+the same as scanning every worker (``tests/test_sim_gateway.py`` checks it against such a
+scan on random states).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -74,39 +75,10 @@ class SimGateway:
         candidates = self._waits.least(now)
         if len(candidates) == 1:
             return workers[candidates[0]]
-        best: SimWorker | None = None
-        best_load = 0
-        for i in candidates:
-            w = workers[i]
-            load = w.active_requests
-            if best is None or load < best_load:
-                best, best_load = w, load
-        return best
-
-    def scan_least_waiting(self, now: float) -> SimWorker | None:
-        """The ``least-waiting`` choice by a plain scan over every worker's
-        :meth:`SimWorker.estimated_wait_s` (the reference the arrays must agree with)."""
-        best: SimWorker | None = None
-        best_wait = best_load = 0.0
-        for w in self.workers:
-            if w.down:
-                continue
-            wait = w.estimated_wait_s(now)
-            if (
-                best is None
-                or wait < best_wait
-                or (wait == best_wait and w.active_requests < best_load)
-            ):
-                best, best_wait, best_load = w, wait, w.active_requests
-        return best
+        return _fewest_requests(workers[i] for i in candidates)
 
     def _least_requests(self) -> SimWorker | None:
-        best: SimWorker | None = None
-        best_load = 0
-        for w in self.workers:
-            if not w.down and (best is None or w.active_requests < best_load):
-                best, best_load = w, w.active_requests
-        return best
+        return _fewest_requests(w for w in self.workers if not w.down)
 
     def _round_robin(self) -> SimWorker | None:
         n = len(self.workers)
@@ -139,6 +111,16 @@ class SimGateway:
         held = self.held
         while held and self.choose(now) is not None:
             self.dispatch(held.popleft(), now)
+
+
+def _fewest_requests(workers: Iterable[SimWorker]) -> SimWorker | None:
+    """The first of ``workers`` with the fewest active requests (None: none given)."""
+    best: SimWorker | None = None
+    best_load = 0
+    for w in workers:
+        if best is None or w.active_requests < best_load:
+            best, best_load = w, w.active_requests
+    return best
 
 
 class _WaitArrays:

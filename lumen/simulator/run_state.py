@@ -180,7 +180,7 @@ class ClusterRun:
 
     def _on_admit(self, worker: SimWorker, rid: int) -> bool:
         assert self.placer is not None
-        return self.placer.place(worker, rid, self.pool, self.gateway.wait_estimates) >= 0
+        return self.placer.place(worker, rid, self.gateway.wait_estimates) >= 0
 
     def _on_end(self, worker: SimWorker, rid: int) -> None:
         assert self.placer is not None
