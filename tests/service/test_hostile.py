@@ -28,7 +28,9 @@ from lumen.cli import app
 from lumen.planner.builders import BuildCancelled, recovery_problem
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
-from lumen.planner.heuristics.recovery_scale import _Insertion
+from lumen.planner.heuristics import classed_kernel as kernel
+from lumen.planner.heuristics import recovery_scale
+from lumen.planner.problems import IntArray
 from lumen.planner.service import wire
 from lumen.planner.service.budget import ProblemBudget, estimate
 from lumen.planner.service.controller import ControllerConfig
@@ -140,14 +142,16 @@ def test_a_deadline_stops_the_work_on_a_large_problem(
     srv, _ = make_server(config)
     # 8 M cells with room on every survivor: built in a fraction of a second on machine classes,
     # then greedy insertion, slowed to at least 2 s here so that the deadline cuts it on any
-    # machine (a fast one inserts all 4,000 requests in about 0.1 s).
-    insert = _Insertion.best
+    # machine (a fast one inserts all 4,000 requests in about 0.03 s).
+    insert = recovery_scale._insert
 
-    def slow_best(self: _Insertion, i: int, skip: int = -1) -> tuple[int, float]:
-        time.sleep(0.0005)
-        return insert(self, i, skip)
+    def slow_insert(
+        inputs: kernel.Inputs, state: kernel.State, order: IntArray, start: int, stop: int
+    ) -> int:
+        time.sleep(0.0005 * (stop - start))
+        return insert(inputs, state, order, start, stop)
 
-    monkeypatch.setattr(_Insertion, "best", slow_best)
+    monkeypatch.setattr(recovery_scale, "_insert", slow_insert)
     state = wide_state(2_048, 4_000, kv_room=200_000)
     request = pb.PlanRecoveryRequest(state=wire.cluster_state_to_proto(state))
     request.options.method = "greedy"

@@ -13,43 +13,37 @@ ties and to empty machines skipped for lack of KV room beyond the first few of a
 Passes of single moves follow, each request in turn leaving its machine for the candidate
 where it costs least when that lowers ``J`` (the same candidates, the same exact costs).
 ``benchmarks/bench_recovery.py`` compares it with the matrix search.
+
+The set-up (groups, regret order) is numpy; the insertion and move loops are compiled
+(:mod:`.classed_kernel`), called a chunk of :data:`.clock.CHECK_EVERY` requests at a time so
+that the clock is asked between chunks. :func:`warm_up` compiles them (or loads them from
+numba's cache) ahead of the first real problem.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass
 
 import numpy as np
 
+from lumen.planner.heuristics import classed_kernel as kernel
 from lumen.planner.heuristics.clock import CHECK_EVERY, Clock
+from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
-
-#: Empty machines of a group tried past its head when the head lacks KV room for a request.
-ROOM_SCAN = 8
 
 
 @dataclass
 class _Groups:
     """Empty machines grouped by (class, queue), each group sorted by ready time, with each
-    group's head (its first empty machine). What vectorized costs read is in arrays, what is
-    read one value at a time in Python lists (numpy's scalar access costs more); the
-    positions (``machines``, ``end``) are read both ways and kept both ways."""
+    group's head (its first empty machine)."""
 
     machines: IntArray  # concatenated groups
     end: IntArray  # per group: one past its last position in ``machines``
     klass: IntArray  # per group: its machine class
     slope: FloatArray  # per group: 1 + queued
-    head_a: FloatArray  # per group: its head's ready time (inf: none left)
-    head_room: FloatArray  # ... its head's KV room (inf: none left, never blocks)
-    min_room: float = 0.0  # the least KV room among the heads that are left
-    machine_list: list[int] = field(default_factory=list)  # ``machines``
-    end_list: list[int] = field(default_factory=list)  # ``end``
-    group_of: list[int] = field(default_factory=list)  # per machine: its group
-    head: list[int] = field(default_factory=list)  # per group: its head machine (-1: none)
-    ptr: list[int] = field(default_factory=list)  # per group: its head's position
+    group_of: IntArray  # per machine: its group
+    head: IntArray  # per group: its head machine
+    ptr: IntArray  # per group: its head's position
 
     @classmethod
     def of(cls, problem: RecoveryProblem) -> _Groups:
@@ -60,54 +54,15 @@ class _Groups:
         start = np.flatnonzero(new).astype(np.int64)
         group_of = np.empty(m, np.int64)
         group_of[order] = np.cumsum(new) - 1
-        head = order[start]
-        rooms = problem.kv_free_tokens[head].astype(np.float64)
-        end = np.r_[start[1:], m].astype(np.int64)
         return cls(
             machines=order,
-            end=end,
-            klass=key_c[start],
-            slope=1.0 + key_q[start],
-            head_a=problem.ready_s[head].astype(np.float64),
-            head_room=rooms,
-            min_room=float(rooms.min(initial=np.inf)),
-            machine_list=order.tolist(),
-            end_list=end.tolist(),
-            group_of=group_of.tolist(),
-            head=head.tolist(),
-            ptr=start.tolist(),
+            end=np.r_[start[1:], m].astype(np.int64),
+            klass=key_c[start].astype(np.int64),
+            slope=(1.0 + key_q[start]).astype(np.float64),
+            group_of=group_of,
+            head=order[start],
+            ptr=start,
         )
-
-    def take(self, j: int, taken: list[bool], room: list[float], ready: list[float]) -> None:
-        """Machine ``j`` is no longer empty: move its group's head past taken machines."""
-        g = self.group_of[j]
-        p, end, machines = self.ptr[g], self.end_list[g], self.machine_list
-        while p < end and taken[machines[p]]:
-            p += 1
-        self.ptr[g] = p
-        was = float(self.head_room[g])
-        if p < end:
-            h = machines[p]
-            self.head[g], self.head_a[g], self.head_room[g] = h, ready[h], room[h]
-        else:
-            self.head[g], self.head_a[g], self.head_room[g] = -1, np.inf, np.inf
-        if was <= self.min_room:  # the least room may have left: look again
-            self.min_room = float(self.head_room.min())
-        else:
-            self.min_room = min(self.min_room, float(self.head_room[g]))
-
-    def next_fit(self, g: int, skip: int, kv: float, room: list[float], taken: list[bool]) -> int:
-        """The first empty machine of group ``g`` other than ``skip`` with room for ``kv``,
-        looking at most :data:`ROOM_SCAN` machines past those without room (-1: none)."""
-        p, end, seen, machines = self.ptr[g], self.end_list[g], 0, self.machine_list
-        while p < end and seen <= ROOM_SCAN:
-            j = machines[p]
-            if not taken[j] and j != skip:
-                if room[j] >= kv:
-                    return j
-                seen += 1
-            p += 1
-        return -1
 
 
 def regret_order(
@@ -137,182 +92,65 @@ def regret_order(
     return order
 
 
-class _Occupied:
-    """The machines holding requests (in order of occupation: their slots) with their ready
-    time, slope, class and KV room, and every placement as a flat entry (slot, class, time)
-    for the shared term ``sum_k min(t_k, x)`` of the insertion cost. Scalars read one at a time
-    live in Python lists (numpy's scalar access costs more than the vector work here)."""
-
-    def __init__(self, n: int, m: int, entries: int) -> None:
-        self.machines: list[int] = []  # per slot
-        self.slot: list[int] = [-1] * m
-        self.a = np.empty(n)
-        self.s = np.empty(n)
-        self.cls = np.empty(n, np.int64)
-        self.room = np.empty(n)
-        self.times: list[list[float]] = []  # per slot: the times of its requests, sorted
-        self.joined: list[int] = []  # per slot: requests put there so far
-        self.classes: set[int] = set()  # the classes of the occupied machines
-        self.first_class = -1  # the first of them
-        self.e_slot = np.empty(entries, np.int64)
-        self.e_cls = np.empty(entries, np.int64)
-        self.e_t = np.empty(entries)
-        self.k = 0  # occupied machines
-        self.c = 0  # entries
-
-    def shared(self, u: int, x: float, less: int = 0) -> float:
-        """``sum_k min(t_k, x)`` over the requests of slot ``u``, less ``less`` of those with
-        time ``x`` (1: leave out a request of time ``x`` that is there)."""
-        times = self.times[u]
-        below = bisect.bisect_left(times, x)
-        return sum(times[:below]) + x * (len(times) - below - less)
-
-    def add(
-        self, j: int, klass: int, t: float, a: float, s: float, room: float
-    ) -> tuple[bool, int]:
-        """Put a request of time ``t`` on machine ``j`` (``room``: its KV room after);
-        whether ``j`` was empty and the request's entry."""
-        u = self.slot[j]
-        new = u < 0
-        if new:
-            u = self.k
-            self.slot[j] = u
-            self.machines.append(j)
-            self.a[u], self.s[u], self.cls[u] = a, s, klass
-            self.times.append([])
-            self.joined.append(0)
-            self.k += 1
-            if not self.classes:
-                self.first_class = klass
-            self.classes.add(klass)
-        self.room[u] = room
-        bisect.insort(self.times[u], t)
-        self.joined[u] += 1
-        c = self.c
-        self.e_slot[c], self.e_cls[c], self.e_t[c] = u, klass, t
-        self.c += 1
-        return new, c
+def _start(
+    problem: RecoveryProblem, groups: _Groups, pc: FloatArray, po: FloatArray, moves: int
+) -> tuple[kernel.Inputs, kernel.State]:
+    """The kernel's inputs and its state before any insertion, with room for ``moves``
+    moves."""
+    n, m = problem.num_requests, problem.num_machines
+    room = problem.kv_free_tokens.astype(np.float64)
+    a = problem.ready_s.astype(np.float64)
+    inputs = kernel.Inputs(
+        pc=np.ascontiguousarray(pc, np.float64),
+        po=np.ascontiguousarray(po, np.float64),
+        own=problem.modes.own_machine.astype(np.int64),
+        kv=problem.kv_tokens.astype(np.float64),
+        mc=problem.modes.machine_class.astype(np.int64),
+        a=a,
+        s=(1.0 + problem.queued).astype(np.float64),
+        slope_cost=np.ascontiguousarray(pc[:, groups.klass] * groups.slope[None, :]),
+        g_machines=groups.machines,
+        g_end=groups.end,
+        g_klass=groups.klass,
+        g_slope=groups.slope,
+        group_of=groups.group_of,
+    )
+    entries, head_room = n + moves, room[groups.head]
+    state = kernel.State(
+        room=room,
+        taken=np.zeros(m, np.bool_),
+        head=groups.head.copy(),
+        head_a=a[groups.head],
+        head_room=head_room,
+        ptr=groups.ptr.copy(),
+        slot=np.full(m, -1, np.int64),
+        o_machine=np.empty(n, np.int64),
+        o_a=np.empty(n),
+        o_s=np.empty(n),
+        o_cls=np.empty(n, np.int64),
+        o_room=np.empty(n),
+        o_joined=np.empty(n, np.int64),
+        o_count=np.empty(n, np.int64),
+        o_first=np.empty(n, np.int64),
+        o_oldest=np.empty(n, np.int64),
+        o_newest=np.empty(n, np.int64),
+        e_t=np.empty(entries),
+        e_next=np.empty(entries, np.int64),
+        e_after=np.empty(entries, np.int64),
+        machine=np.full(n, -1, np.int64),
+        entry=np.empty(n, np.int64),
+        joined_at=np.empty(n, np.int64),
+        counts=np.zeros(2, np.int64),
+        min_room=np.array([head_room.min(initial=np.inf)]),
+    )
+    return inputs, state
 
 
-class _Insertion:
-    """The state of :func:`classed_insertion` and the cost of each kind of candidate."""
-
-    def __init__(self, problem: RecoveryProblem, moves: int) -> None:
-        self.pc, po = problem.modes.processing_by_class()
-        #: ``pc`` as lists, for scalar reads.
-        self.pc_rows: list[list[float]] = self.pc.tolist()
-        self.po: list[float] = po.tolist()
-        self.own: list[int] = problem.modes.own_machine.tolist()
-        self.mc: list[int] = problem.modes.machine_class.tolist()
-        self.kv: list[float] = problem.kv_tokens.astype(np.float64).tolist()
-        self.a: list[float] = problem.ready_s.astype(np.float64).tolist()
-        self.s: list[float] = (1.0 + problem.queued).astype(np.float64).tolist()
-        self.room: list[float] = problem.kv_free_tokens.astype(np.float64).tolist()
-        self.groups = _Groups.of(problem)
-        #: Per request and group, x * (1 + queued) on the group's machines.
-        self.slope_cost = self.pc[:, self.groups.klass] * self.groups.slope[None, :]
-        self.taken: list[bool] = [False] * problem.num_machines
-        n = problem.num_requests
-        self.occ = _Occupied(n, problem.num_machines, n + moves)
-        self.machine: list[int] = [-1] * n
-        self.entry: list[int] = [-1] * n
-        #: Per request, its machine's ``joined`` count once it was put there.
-        self.joined_at: list[int] = [0] * n
-
-    def best(self, i: int, skip: int = -1) -> tuple[int, float]:
-        """The cheapest machine for request ``i`` other than ``skip`` and its insertion cost:
-        the cheapest occupied machine with room, the best group head with room (a head without
-        room gives way to the next machines of its group) and the request's own machine, where
-        its own time applies (so it is never costed as an occupied machine or a head). One
-        method, not three: this runs once per request and per move, and calls cost here."""
-        kv, j_own = self.kv[i], self.own[i]
-        occ, gr = self.occ, self.groups
-        best_j, best = -1, math.inf
-        k, c = occ.k, occ.c
-        if k:
-            if len(occ.classes) == 1:  # one class occupied (typical): its time is a scalar
-                x = self.pc_rows[i][occ.first_class]
-                shared = np.minimum(occ.e_t[:c], x)
-                cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
-                cost += x * occ.s[:k]
-            else:
-                row = self.pc[i]
-                shared = np.minimum(occ.e_t[:c], row[occ.e_cls[:c]])
-                cost = cast(FloatArray, np.bincount(occ.e_slot[:c], shared, minlength=k))
-                cost += row[occ.cls[:k]] * occ.s[:k]
-            cost += occ.a[:k]
-            if j_own >= 0 and occ.slot[j_own] >= 0:
-                cost[occ.slot[j_own]] = math.inf
-            if skip >= 0:
-                cost[occ.slot[skip]] = math.inf
-            # Machines without room for it (the cheapest often is: masking first is cheaper).
-            np.putmask(cost, occ.room[:k] < kv, math.inf)
-            u = int(cost.argmin())
-            best_j, best = occ.machines[u], float(cost[u])
-        heads = gr.head
-        cost = self.slope_cost[i] + gr.head_a
-        blocked: list[int] = np.flatnonzero(gr.head_room < kv).tolist() if kv > gr.min_room else []
-        if j_own >= 0 and heads[gr.group_of[j_own]] == j_own:
-            blocked.append(gr.group_of[j_own])
-        if blocked:
-            heads = heads.copy()
-            for g in blocked:
-                if heads[g] < 0:
-                    continue
-                j = gr.next_fit(g, j_own, kv, self.room, self.taken)
-                heads[g] = j
-                x_g = self.pc_rows[i][int(gr.klass[g])]
-                cost[g] = self.a[j] + x_g * float(gr.slope[g]) if j >= 0 else math.inf
-        g = int(cost.argmin())
-        if (head_cost := float(cost[g])) < best:
-            best_j, best = heads[g], head_cost
-        if j_own != skip:
-            mine = self.own_cost(i, kv, best)
-            if mine < best:
-                best_j, best = j_own, mine
-        return best_j, best
-
-    def own_cost(self, i: int, kv: float, below: float = math.inf) -> float:
-        """The cost on the request's own machine (inf: none, no room or no mode there, or
-        known not to be below ``below`` before its shared term is summed)."""
-        j, x = self.own[i], self.po[i]
-        if j < 0 or x == math.inf or self.room[j] < kv:
-            return math.inf
-        if self.a[j] + x * self.s[j] >= below:  # sharing only adds
-            return math.inf
-        u = self.occ.slot[j]
-        share = self.occ.shared(u, x) if u >= 0 else 0.0
-        return self.a[j] + x * self.s[j] + share
-
-    def place(self, i: int, j: int) -> None:
-        """Put request ``i`` on machine ``j``."""
-        t = self.po[i] if j == self.own[i] else self.pc_rows[i][self.mc[j]]
-        self.room[j] -= self.kv[i]
-        new, self.entry[i] = self.occ.add(j, self.mc[j], t, self.a[j], self.s[j], self.room[j])
-        self.joined_at[i] = self.occ.joined[self.occ.slot[j]]
-        if new:
-            self.taken[j] = True
-            self.groups.take(j, self.taken, self.room, self.a)
-        self.machine[i] = j
-
-    def saving(self, i: int) -> float:
-        """What taking request ``i`` off its machine would save: its insertion cost there given
-        the machine's other requests. The state does not change: costing the other machines
-        does not need it off (its own machine is skipped there)."""
-        j, occ = self.machine[i], self.occ
-        t = float(occ.e_t[self.entry[i]])
-        return self.a[j] + t * self.s[j] + occ.shared(occ.slot[j], t, less=1)
-
-    def leave(self, i: int) -> None:
-        """Take request ``i`` off its machine. Its entry stays, with time 0 (it then shares
-        nothing); an emptied machine stays among the occupied, where it costs what an empty
-        machine costs."""
-        j, entry, occ = self.machine[i], self.entry[i], self.occ
-        u = occ.slot[j]
-        occ.times[u].remove(float(occ.e_t[entry]))
-        occ.e_t[entry] = 0.0
-        self.room[j] += self.kv[i]
-        occ.room[u] = self.room[j]
+def _insert(
+    inputs: kernel.Inputs, state: kernel.State, order: IntArray, start: int, stop: int
+) -> int:
+    """:func:`.classed_kernel.insert` (a seam where tests slow insertion down)."""
+    return int(kernel.insert(inputs, state, order, start, stop))
 
 
 def classed_insertion(
@@ -335,32 +173,42 @@ def classed_insertion(
     clock (the plan then depends on timing; without a limit reached it does not)."""
     n = problem.num_requests
     clock = clock if clock is not None else Clock()
-    state = _Insertion(problem, n * passes)
-    order = regret_order(problem, state.pc, np.asarray(state.po), state.groups).tolist()
-    for k, i in enumerate(order):
-        if k % CHECK_EVERY == 0:
-            clock.check(f"after inserting {k} of {n} requests")
-        j, cost = state.best(i)
-        if j < 0 or not np.isfinite(cost):
+    groups = _Groups.of(problem)
+    pc, po = problem.modes.processing_by_class()
+    inputs, state = _start(problem, groups, pc, po, n * passes)
+    order = regret_order(problem, pc, po, groups)
+    for k in range(0, n, CHECK_EVERY):
+        clock.check(f"after inserting {k} of {n} requests")
+        if _insert(inputs, state, order, k, min(k + CHECK_EVERY, n)) >= 0:
             return None
-        state.place(i, j)
     for _ in range(passes):
         moved = 0
-        for k, i in enumerate(order):
-            if k % CHECK_EVERY == 0 and (limit := clock.limit()) is not None:
+        for k in range(0, n, CHECK_EVERY):
+            if (limit := clock.limit()) is not None:
                 clock.stop(limit, f"the move pass stopped after {k} of {n} requests")
-                return np.array(state.machine, np.int64)
-            here = state.machine[i]
-            if state.occ.joined[state.occ.slot[here]] == state.joined_at[i]:
-                continue  # nothing joined it since its choice, which was the cheapest then
-            if here == state.own[i]:
-                continue  # anywhere else costs it a transfer or a recompute
-            gain = state.saving(i)
-            j, cost = state.best(i, skip=here)
-            if j >= 0 and cost < gain - 1e-12 * max(1.0, gain):
-                state.leave(i)
-                state.place(i, j)
-                moved += 1
+                return state.machine.copy()
+            moved += int(kernel.move(inputs, state, order, k, min(k + CHECK_EVERY, n)))
         if not moved:
             break
-    return np.array(state.machine, np.int64)
+    return state.machine.copy()
+
+
+def warm_up() -> None:
+    """Compile the kernel's loops (or load them from numba's on-disk cache: about 5 s the first
+    time on a machine, 0.1 s after) by planning a tiny problem."""
+    times = np.full((2, 1, 4), np.inf)
+    times[:, 0, 2] = [1.0, 2.0]
+    problem = RecoveryProblem.build(
+        ready_s=[0.0, 0.5, 0.6],
+        queued=[0, 0, 0],
+        kv_free_tokens=[10, 10, 10],
+        kv_tokens=[1, 1],
+        modes=ModeTimes.build(
+            machine_class=[0, 0, 0],
+            class_time_s=times,
+            own_machine=[-1, -1],
+            own_time_s=np.full((2, 4), np.inf),
+        ),
+        is_recovering=[False, False, False],
+    )
+    classed_insertion(problem, passes=1)

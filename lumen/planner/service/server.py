@@ -35,6 +35,7 @@ from lumen.grpc_server import (
     new_server,
     run_until_signal,
 )
+from lumen.planner.heuristics.recovery_scale import warm_up
 from lumen.planner.service.auth import BearerTokenInterceptor
 from lumen.planner.service.controller import Controller, ControllerConfig
 from lumen.planner.service.metrics import ServiceMetrics
@@ -134,7 +135,9 @@ class PlannerServer:
             )
 
     def mark_ready(self) -> None:
-        """Start the controller's background work, then report SERVING."""
+        """Compile the recovery greedy's loops (so that the first plan does not wait for
+        it), start the controller's background work, then report SERVING."""
+        warm_up()
         self.controller.start()
         self.health.set("", SERVING)
         self.health.set(SERVICE_NAME, SERVING)
