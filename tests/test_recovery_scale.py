@@ -9,7 +9,12 @@ import pytest
 from lumen.planner.checker import check_recovery
 from lumen.planner.generators.recovery import random_recovery_problem
 from lumen.planner.heuristics import recovery as H
-from lumen.planner.heuristics.recovery_scale import _Groups, classed_insertion, regret_order
+from lumen.planner.heuristics.recovery_scale import (
+    _Groups,
+    _inputs,
+    classed_insertion,
+    regret_order,
+)
 from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import RecoveryProblem
 from lumen.planner.recovery_eval import (
@@ -24,8 +29,7 @@ from lumen.planner.result import SolveSettings, Termination
 
 def matrix_insertion(problem: RecoveryProblem) -> np.ndarray:
     """The matrix greedy's insertion in the order the greedy on classes uses."""
-    pc, po = problem.modes.processing_by_class()
-    order = regret_order(problem, pc, po, _Groups.of(problem))
+    order = regret_order(_inputs(problem, _Groups.of(problem)))
     p = processing_times(problem)
     dense = H.greedy_assignment(problem, p, order, standalone_costs(problem, p))
     assert dense is not None

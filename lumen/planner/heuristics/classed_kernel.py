@@ -266,6 +266,34 @@ def _leave(inp: Inputs, st: State, i: int) -> None:
 
 
 @_jit
+def regret_loss(inp: Inputs) -> FloatArray:
+    """Per request, its second-cheapest minus its cheapest standalone cost (inf: one place
+    only) over each group's first two machines and its own machine (KV room is not
+    considered)."""
+    n, groups = inp.pc.shape[0], inp.g_end.shape[0]
+    loss = np.empty(n)
+    for i in range(n):
+        first, second = math.inf, math.inf
+        for g in range(groups):
+            p = inp.g_end[g - 1] if g else 0
+            for q in range(p, min(p + 2, inp.g_end[g])):
+                cost = inp.a[inp.g_machines[q]] + inp.slope_cost[i, g]
+                if cost < first:
+                    first, second = cost, first
+                elif cost < second:
+                    second = cost
+        j = inp.own[i]
+        if j >= 0:
+            cost = inp.a[j] + inp.po[i] * inp.s[j]
+            if cost < first:
+                first, second = cost, first
+            elif cost < second:
+                second = cost
+        loss[i] = second - first if second < math.inf else math.inf
+    return loss
+
+
+@_jit
 def insert(inp: Inputs, st: State, order: IntArray, start: int, stop: int) -> int:
     """Insert requests ``order[start:stop]``, each on its cheapest machine; the position of the
     first that finds no machine with room (-1: none)."""

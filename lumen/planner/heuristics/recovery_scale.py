@@ -65,48 +65,24 @@ class _Groups:
         )
 
 
-def regret_order(
-    problem: RecoveryProblem, pc: FloatArray, po: FloatArray, groups: _Groups
-) -> IntArray:
-    """Decreasing regret (second-cheapest minus cheapest standalone cost; one place only
-    first), over each group's first two machines and the request's own machine (KV room is
-    not considered); ties by index."""
-    n = problem.num_requests
-    a, q = problem.ready_s, problem.queued
-    first = np.r_[0, groups.end[:-1]]
-    costs = [np.full((n, 1), np.inf)]
-    for rank in (0, 1):
-        pos = first + rank
-        ok = pos < groups.end
-        heads = groups.machines[pos[ok]]
-        costs.append(a[heads][None, :] + pc[:, groups.klass[ok]] * groups.slope[ok][None, :])
-    own = problem.modes.own_machine
-    has = own >= 0
-    own_cost = np.full(n, np.inf)
-    own_cost[has] = a[own[has]] + po[has] * (1.0 + q[own[has]])
-    costs.append(own_cost[:, None])
-    alone = np.concatenate(costs, axis=1)
-    alone.partition(1, axis=1)
-    loss = np.where(np.isfinite(alone[:, 1]), alone[:, 1] - alone[:, 0], np.inf)
-    order: IntArray = np.lexsort((np.arange(n), -loss))
+def regret_order(inputs: kernel.Inputs) -> IntArray:
+    """Decreasing regret (:func:`.classed_kernel.regret_loss`; one place only first), ties by
+    index."""
+    loss = kernel.regret_loss(inputs)
+    order: IntArray = np.lexsort((np.arange(len(loss)), -loss))
     return order
 
 
-def _start(
-    problem: RecoveryProblem, groups: _Groups, pc: FloatArray, po: FloatArray, moves: int
-) -> tuple[kernel.Inputs, kernel.State]:
-    """The kernel's inputs and its state before any insertion, with room for ``moves``
-    moves."""
-    n, m = problem.num_requests, problem.num_machines
-    room = problem.kv_free_tokens.astype(np.float64)
-    a = problem.ready_s.astype(np.float64)
-    inputs = kernel.Inputs(
+def _inputs(problem: RecoveryProblem, groups: _Groups) -> kernel.Inputs:
+    """What the kernel reads of ``problem``."""
+    pc, po = problem.modes.processing_by_class()
+    return kernel.Inputs(
         pc=np.ascontiguousarray(pc, np.float64),
         po=np.ascontiguousarray(po, np.float64),
         own=problem.modes.own_machine.astype(np.int64),
         kv=problem.kv_tokens.astype(np.float64),
         mc=problem.modes.machine_class.astype(np.int64),
-        a=a,
+        a=problem.ready_s.astype(np.float64),
         s=(1.0 + problem.queued).astype(np.float64),
         slope_cost=np.ascontiguousarray(pc[:, groups.klass] * groups.slope[None, :]),
         g_machines=groups.machines,
@@ -115,12 +91,20 @@ def _start(
         g_slope=groups.slope,
         group_of=groups.group_of,
     )
+
+
+def _state(
+    problem: RecoveryProblem, inputs: kernel.Inputs, groups: _Groups, moves: int
+) -> kernel.State:
+    """The kernel's state before any insertion, with room for ``moves`` moves."""
+    n, m = problem.num_requests, problem.num_machines
+    room = problem.kv_free_tokens.astype(np.float64)
     entries, head_room = n + moves, room[groups.head]
-    state = kernel.State(
+    return kernel.State(
         room=room,
         taken=np.zeros(m, np.bool_),
         head=groups.head.copy(),
-        head_a=a[groups.head],
+        head_a=inputs.a[groups.head],
         head_room=head_room,
         ptr=groups.ptr.copy(),
         slot=np.full(m, -1, np.int64),
@@ -143,7 +127,6 @@ def _start(
         counts=np.zeros(2, np.int64),
         min_room=np.array([head_room.min(initial=np.inf)]),
     )
-    return inputs, state
 
 
 def _insert(
@@ -174,9 +157,9 @@ def classed_insertion(
     n = problem.num_requests
     clock = clock if clock is not None else Clock()
     groups = _Groups.of(problem)
-    pc, po = problem.modes.processing_by_class()
-    inputs, state = _start(problem, groups, pc, po, n * passes)
-    order = regret_order(problem, pc, po, groups)
+    inputs = _inputs(problem, groups)
+    state = _state(problem, inputs, groups, n * passes)
+    order = regret_order(inputs)
     for k in range(0, n, CHECK_EVERY):
         clock.check(f"after inserting {k} of {n} requests")
         if _insert(inputs, state, order, k, min(k + CHECK_EVERY, n)) >= 0:

@@ -135,9 +135,7 @@ class PlannerServer:
             )
 
     def mark_ready(self) -> None:
-        """Compile the recovery greedy's loops (so that the first plan does not wait for
-        it), start the controller's background work, then report SERVING."""
-        warm_up()
+        """Start the controller's background work, then report SERVING."""
         self.controller.start()
         self.health.set("", SERVING)
         self.health.set(SERVICE_NAME, SERVING)
@@ -164,7 +162,10 @@ class PlannerServer:
 def create_server(
     controller_config: ControllerConfig, config: ServerConfig | None = None
 ) -> tuple[PlannerServer, int]:
-    """Build the planner server and bind its port; returns it (not started) and the port."""
+    """Build the planner server and bind its port; returns it (not started) and the port.
+    The recovery greedy's compiled loops are loaded (or compiled) first, so that the first
+    plan does not wait for them."""
+    warm_up()
     config = config or ServerConfig()
     metrics = ServiceMetrics()
     controller = Controller(
