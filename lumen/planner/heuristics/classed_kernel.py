@@ -1,11 +1,11 @@
 """The compiled loops of the greedy on machine classes (:mod:`.recovery_scale`).
 
 Insertion costs every occupied machine and every group head for each request, and a move pass
-does it again for each request that may move: at 1,024 machines x 512 requests that is about
-a million scalar operations, a fraction of a millisecond compiled but about 8 ms as numpy calls
+does it again for each request that may move: at 1,024 machines x 512 requests that is a few
+hundred thousand scalar operations, about a millisecond compiled but about 7 ms as numpy calls
 (each call's overhead, not its arithmetic, sets that pace). These loops are compiled by numba
-(cached on disk after the first compilation; :func:`warm_up` compiles or loads them ahead of
-time).
+and cached on disk after the first compilation (:func:`.recovery_scale.warm_up` compiles or
+loads them ahead of time).
 
 The state is plain arrays in two named tuples: :class:`Inputs` (read only) and :class:`State`
 (changed in place). The arithmetic is that of the insertion cost of
