@@ -1,6 +1,8 @@
 """The compiled loops of the greedy on machine classes plan as their Python source does: the
 same plans with numba's compilation turned off (``NUMBA_DISABLE_JIT=1``, in a subprocess), so
-compilation changes no arithmetic (no reordered or fused floating-point operations)."""
+compilation changes no arithmetic (no reordered or fused floating-point operations). Run as
+Python, every array access is also checked against the array's bounds, which the compiled
+loops do not do."""
 
 from __future__ import annotations
 

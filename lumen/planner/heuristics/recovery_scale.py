@@ -96,10 +96,13 @@ def _inputs(problem: RecoveryProblem, groups: _Groups) -> kernel.Inputs:
 def _state(
     problem: RecoveryProblem, inputs: kernel.Inputs, groups: _Groups, moves: int
 ) -> kernel.State:
-    """The kernel's state before any insertion, with room for ``moves`` moves."""
+    """The kernel's state before any insertion, with room for ``moves`` moves: an entry per
+    insertion and per move, and as many slots (a machine becomes occupied with its first
+    entry; a move to an empty machine occupies one more)."""
     n, m = problem.num_requests, problem.num_machines
     room = problem.kv_free_tokens.astype(np.float64)
     entries, head_room = n + moves, room[groups.head]
+    slots = entries
     return kernel.State(
         room=room,
         taken=np.zeros(m, np.bool_),
@@ -108,16 +111,16 @@ def _state(
         head_room=head_room,
         ptr=groups.ptr.copy(),
         slot=np.full(m, -1, np.int64),
-        o_machine=np.empty(n, np.int64),
-        o_a=np.empty(n),
-        o_s=np.empty(n),
-        o_cls=np.empty(n, np.int64),
-        o_room=np.empty(n),
-        o_joined=np.empty(n, np.int64),
-        o_count=np.empty(n, np.int64),
-        o_first=np.empty(n, np.int64),
-        o_oldest=np.empty(n, np.int64),
-        o_newest=np.empty(n, np.int64),
+        o_machine=np.empty(slots, np.int64),
+        o_a=np.empty(slots),
+        o_s=np.empty(slots),
+        o_cls=np.empty(slots, np.int64),
+        o_room=np.empty(slots),
+        o_joined=np.empty(slots, np.int64),
+        o_count=np.empty(slots, np.int64),
+        o_first=np.empty(slots, np.int64),
+        o_oldest=np.empty(slots, np.int64),
+        o_newest=np.empty(slots, np.int64),
         e_t=np.empty(entries),
         e_next=np.empty(entries, np.int64),
         e_after=np.empty(entries, np.int64),
