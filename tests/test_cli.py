@@ -85,3 +85,15 @@ def test_base_install_never_imports_torch() -> None:
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_numba_loads_with_the_first_compiled_solve_only() -> None:
+    """Importing the CLI and the planner leaves numba (about 120 MiB) unloaded; the recovery
+    greedy on machine classes loads it."""
+    code = (
+        "import sys, lumen.cli, lumen.planner.solve, lumen.simulator;"
+        "from lumen.planner.heuristics.recovery_scale import warm_up;"
+        "before = 'numba' in sys.modules; warm_up();"
+        "sys.exit(0 if not before and 'numba' in sys.modules else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

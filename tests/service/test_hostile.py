@@ -28,8 +28,8 @@ from lumen.cli import app
 from lumen.planner.builders import BuildCancelled, recovery_problem
 from lumen.planner.costmodel import CostModel
 from lumen.planner.domain import ClusterState, Request, Worker, WorkerLoad, WorkerState
-from lumen.planner.heuristics import classed_kernel as kernel
 from lumen.planner.heuristics import recovery_scale
+from lumen.planner.heuristics.classed_state import Inputs, State
 from lumen.planner.problems import IntArray
 from lumen.planner.service import wire
 from lumen.planner.service.budget import ProblemBudget, estimate
@@ -145,9 +145,7 @@ def test_a_deadline_stops_the_work_on_a_large_problem(
     # machine (a fast one inserts all 4,000 requests in about 0.03 s).
     insert = recovery_scale._insert
 
-    def slow_insert(
-        inputs: kernel.Inputs, state: kernel.State, order: IntArray, start: int, stop: int
-    ) -> int:
+    def slow_insert(inputs: Inputs, state: State, order: IntArray, start: int, stop: int) -> int:
         time.sleep(0.0005 * (stop - start))
         return insert(inputs, state, order, start, stop)
 

@@ -7,8 +7,8 @@ hundred thousand scalar operations, about a millisecond compiled but about 7 ms 
 and cached on disk after the first compilation (:func:`.recovery_scale.warm_up` compiles or
 loads them ahead of time).
 
-The state is plain arrays in two named tuples: :class:`Inputs` (read only) and :class:`State`
-(changed in place). The arithmetic is that of the insertion cost of
+The state is plain arrays in two named tuples (:mod:`.classed_state`): ``Inputs`` (read only)
+and ``State`` (changed in place). The arithmetic is that of the insertion cost of
 :func:`lumen.planner.recovery_eval.insertion_cost`, summed in a fixed order (an occupied
 machine's shared term over its requests in the order they were put there; a request's own
 machine over its requests by increasing time), so a plan depends on its inputs only.
@@ -17,70 +17,17 @@ machine over its requests by increasing time), so a plan depends on its inputs o
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numba
 import numpy as np
 
+from lumen.planner.heuristics.classed_state import Inputs, State
 from lumen.planner.problems import FloatArray, IntArray
 
 #: Empty machines of a group tried past its head when the head lacks KV room for a request.
 ROOM_SCAN = 8
 
-BoolArray = np.ndarray[tuple[int], np.dtype[np.bool_]]
-
 _jit = numba.njit(cache=True, nogil=True)
-
-
-class Inputs(NamedTuple):
-    """What the loops read: per request (n), machine (m) and group (G) of empty machines with
-    the same class and queue, sorted by ready time (see :class:`.recovery_scale._Groups`)."""
-
-    pc: FloatArray  # (n, classes): processing time of each request on each class
-    po: FloatArray  # (n,): on its own machine (inf: none)
-    own: IntArray  # (n,): its own machine (-1: none)
-    kv: FloatArray  # (n,): its KV tokens
-    mc: IntArray  # (m,): machine class
-    a: FloatArray  # (m,): ready time
-    s: FloatArray  # (m,): 1 + queued
-    slope_cost: FloatArray  # (n, G): pc of the group's class x the group's slope
-    g_machines: IntArray  # (m,): the groups' machines, concatenated
-    g_end: IntArray  # (G,): one past a group's last position in g_machines
-    g_klass: IntArray  # (G,): a group's class
-    g_slope: FloatArray  # (G,): 1 + a group's queue
-    group_of: IntArray  # (m,): a machine's group
-
-
-class State(NamedTuple):
-    """What the loops change. Occupied machines have slots (in order of occupation); every
-    placement is an entry (slot, class, time), linked into its slot's list by increasing
-    time while the request is there (a request that leaves keeps its entry, with time 0)."""
-
-    room: FloatArray  # (m,): KV room left
-    taken: BoolArray  # (m,): holds a request
-    head: IntArray  # (G,): a group's first empty machine (-1: none)
-    head_a: FloatArray  # (G,): its ready time (inf: none)
-    head_room: FloatArray  # (G,): its KV room (inf: none)
-    ptr: IntArray  # (G,): its position in g_machines
-    slot: IntArray  # (m,): a machine's slot (-1: empty)
-    o_machine: IntArray  # per slot: its machine
-    o_a: FloatArray  # per slot: ready time
-    o_s: FloatArray  # per slot: 1 + queued
-    o_cls: IntArray  # per slot: class
-    o_room: FloatArray  # per slot: KV room left
-    o_joined: IntArray  # per slot: requests put there so far
-    o_count: IntArray  # per slot: requests there now
-    o_first: IntArray  # per slot: its first entry by time (-1: none)
-    o_oldest: IntArray  # per slot: its first entry
-    o_newest: IntArray  # per slot: its last entry
-    e_t: FloatArray  # per entry: the request's processing time there (0 once it left)
-    e_next: IntArray  # per entry: the next in its slot's list by time (-1: last)
-    e_after: IntArray  # per entry: the next entry of its slot (-1: last)
-    machine: IntArray  # (n,): a request's machine (-1: none yet)
-    entry: IntArray  # (n,): its entry
-    joined_at: IntArray  # (n,): its machine's o_joined once it was put there
-    counts: IntArray  # [occupied slots, entries]
-    min_room: FloatArray  # [the least KV room among the heads left]
 
 
 @_jit

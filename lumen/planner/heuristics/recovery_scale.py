@@ -23,10 +23,11 @@ numba's cache) ahead of the first real problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
-from lumen.planner.heuristics import classed_kernel as kernel
+from lumen.planner.heuristics.classed_state import Inputs, State
 from lumen.planner.heuristics.clock import CHECK_EVERY, Clock
 from lumen.planner.mode_times import ModeTimes
 from lumen.planner.problems import FloatArray, IntArray, RecoveryProblem
@@ -65,18 +66,25 @@ class _Groups:
         )
 
 
-def regret_order(inputs: kernel.Inputs) -> IntArray:
+def _kernel() -> ModuleType:
+    """:mod:`.classed_kernel`, imported on first use (it imports numba)."""
+    from lumen.planner.heuristics import classed_kernel
+
+    return classed_kernel
+
+
+def regret_order(inputs: Inputs) -> IntArray:
     """Decreasing regret (:func:`.classed_kernel.regret_loss`; one place only first), ties by
     index."""
-    loss = kernel.regret_loss(inputs)
+    loss = _kernel().regret_loss(inputs)
     order: IntArray = np.lexsort((np.arange(len(loss)), -loss))
     return order
 
 
-def _inputs(problem: RecoveryProblem, groups: _Groups) -> kernel.Inputs:
+def _inputs(problem: RecoveryProblem, groups: _Groups) -> Inputs:
     """What the kernel reads of ``problem``."""
     pc, po = problem.modes.processing_by_class()
-    return kernel.Inputs(
+    return Inputs(
         pc=np.ascontiguousarray(pc, np.float64),
         po=np.ascontiguousarray(po, np.float64),
         own=problem.modes.own_machine.astype(np.int64),
@@ -93,9 +101,7 @@ def _inputs(problem: RecoveryProblem, groups: _Groups) -> kernel.Inputs:
     )
 
 
-def _state(
-    problem: RecoveryProblem, inputs: kernel.Inputs, groups: _Groups, moves: int
-) -> kernel.State:
+def _state(problem: RecoveryProblem, inputs: Inputs, groups: _Groups, moves: int) -> State:
     """The kernel's state before any insertion, with room for ``moves`` moves: an entry per
     insertion and per move, and as many slots (a machine becomes occupied with its first
     entry; a move to an empty machine occupies one more)."""
@@ -103,7 +109,7 @@ def _state(
     room = problem.kv_free_tokens.astype(np.float64)
     entries, head_room = n + moves, room[groups.head]
     slots = entries
-    return kernel.State(
+    return State(
         room=room,
         taken=np.zeros(m, np.bool_),
         head=groups.head.copy(),
@@ -132,11 +138,9 @@ def _state(
     )
 
 
-def _insert(
-    inputs: kernel.Inputs, state: kernel.State, order: IntArray, start: int, stop: int
-) -> int:
+def _insert(inputs: Inputs, state: State, order: IntArray, start: int, stop: int) -> int:
     """:func:`.classed_kernel.insert` (a seam where tests slow insertion down)."""
-    return int(kernel.insert(inputs, state, order, start, stop))
+    return int(_kernel().insert(inputs, state, order, start, stop))
 
 
 def classed_insertion(
@@ -173,7 +177,7 @@ def classed_insertion(
             if (limit := clock.limit()) is not None:
                 clock.stop(limit, f"the move pass stopped after {k} of {n} requests")
                 return state.machine.copy()
-            moved += int(kernel.move(inputs, state, order, k, min(k + CHECK_EVERY, n)))
+            moved += int(_kernel().move(inputs, state, order, k, min(k + CHECK_EVERY, n)))
         if not moved:
             break
     return state.machine.copy()
