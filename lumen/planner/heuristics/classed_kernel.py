@@ -90,11 +90,9 @@ def _best(inp: Inputs, st: State, i: int, skip: int) -> tuple[int, float]:
         h = st.head[g]
         if h >= 0 and (g == own_g or (scan and st.head_room[g] < kv)):
             h = _next_fit(inp, st, g, j_own, kv)
-            if h < 0:
-                continue
-            cost = inp.a[h] + inp.pc[i, inp.g_klass[g]] * inp.g_slope[g]
-        else:
-            cost = inp.slope_cost[i, g] + st.head_a[g]
+        if h < 0:
+            continue
+        cost = inp.slope_cost[i, g] + inp.a[h]
         if cost < head:
             head_j, head = h, cost
     best_j, best = -1, math.inf
@@ -135,9 +133,9 @@ def _take(inp: Inputs, st: State, j: int) -> None:
     was = st.head_room[g]
     if p < end:
         h = inp.g_machines[p]
-        st.head[g], st.head_a[g], st.head_room[g] = h, inp.a[h], st.room[h]
+        st.head[g], st.head_room[g] = h, st.room[h]
     else:
-        st.head[g], st.head_a[g], st.head_room[g] = -1, math.inf, math.inf
+        st.head[g], st.head_room[g] = -1, math.inf
     if was <= st.min_room[0]:  # the least room may have left: look again
         st.min_room[0] = st.head_room.min()
     else:
@@ -213,6 +211,14 @@ def _leave(inp: Inputs, st: State, i: int) -> None:
 
 
 @_jit
+def _two_least(first: float, second: float, cost: float) -> tuple[float, float]:
+    """The two least of ``first <= second`` and ``cost``, in order."""
+    if cost < first:
+        return cost, first
+    return first, min(second, cost)
+
+
+@_jit
 def regret_loss(inp: Inputs) -> FloatArray:
     """Per request, its second-cheapest minus its cheapest standalone cost (inf: one place
     only) over each group's first two machines and its own machine (KV room is not
@@ -225,17 +231,10 @@ def regret_loss(inp: Inputs) -> FloatArray:
             p = inp.g_end[g - 1] if g else 0
             for q in range(p, min(p + 2, inp.g_end[g])):
                 cost = inp.a[inp.g_machines[q]] + inp.slope_cost[i, g]
-                if cost < first:
-                    first, second = cost, first
-                elif cost < second:
-                    second = cost
+                first, second = _two_least(first, second, cost)
         j = inp.own[i]
         if j >= 0:
-            cost = inp.a[j] + inp.po[i] * inp.s[j]
-            if cost < first:
-                first, second = cost, first
-            elif cost < second:
-                second = cost
+            first, second = _two_least(first, second, inp.a[j] + inp.po[i] * inp.s[j])
         loss[i] = second - first if second < math.inf else math.inf
     return loss
 
@@ -256,10 +255,8 @@ def insert(inp: Inputs, st: State, order: IntArray, start: int, stop: int) -> in
 @_jit
 def move(inp: Inputs, st: State, order: IntArray, start: int, stop: int) -> int:
     """Offer requests ``order[start:stop]`` a move to their cheapest other machine, taken when
-    it lowers ``J``; how many moved. A request whose machine took no other request after it
-    stays (its machine costs it what it did when it was the cheapest, and every other has
-    only grown dearer since, unless a move emptied one), and so does one on its own machine
-    (anywhere else costs it a transfer or a recompute)."""
+    it lowers ``J``; how many moved. Requests whose machine took no other request after them,
+    and requests on their own machine, stay (why: :func:`.recovery_scale.classed_insertion`)."""
     moved = 0
     for k in range(start, stop):
         i = order[k]

@@ -34,13 +34,13 @@ class Inputs(NamedTuple):
 
 class State(NamedTuple):
     """What the loops change. Occupied machines have slots (in order of occupation); every
-    placement is an entry (slot, class, time), linked into its slot's list by increasing
-    time while the request is there (a request that leaves keeps its entry, with time 0)."""
+    placement is an entry (the request's time there), linked into two lists of its slot: in
+    the order of placement, and by increasing time while the request is there (a request that
+    leaves keeps its entry in the first, with time 0)."""
 
     room: FloatArray  # (m,): KV room left
     taken: BoolArray  # (m,): holds a request
     head: IntArray  # (G,): a group's first empty machine (-1: none)
-    head_a: FloatArray  # (G,): its ready time (inf: none)
     head_room: FloatArray  # (G,): its KV room (inf: none)
     ptr: IntArray  # (G,): its position in g_machines
     slot: IntArray  # (m,): a machine's slot (-1: empty)

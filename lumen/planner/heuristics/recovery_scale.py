@@ -113,7 +113,6 @@ def _state(problem: RecoveryProblem, inputs: Inputs, groups: _Groups, moves: int
         room=room,
         taken=np.zeros(m, np.bool_),
         head=groups.head.copy(),
-        head_a=inputs.a[groups.head],
         head_room=head_room,
         ptr=groups.ptr.copy(),
         slot=np.full(m, -1, np.int64),
